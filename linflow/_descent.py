@@ -1,0 +1,189 @@
+r"""Discrete gradient descent (full batch, minibatch SGD, any optax optimiser) as one `lax.scan`."""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from ._checks import check_positive, check_weights
+from ._loss import layer_gradients
+from ._progress import progress_bar
+from ._task import Task
+from ._trajectory import Trajectory
+
+
+def _vmap_n(fn, n: int):
+    """`fn` vmapped over `n` leading batch axes of every argument."""
+    for _ in range(n):
+        fn = jax.vmap(fn)
+    return fn
+
+
+def _minibatch_statistics(task: Task, key, step, batch_size: int):
+    r"""$\Sigma_{yx}, \Sigma_{xx}$ of minibatch number `step` (epochs reshuffle with `fold_in`)."""
+    n = task.X.shape[0]
+    per_epoch = n // batch_size
+    perm = jax.random.permutation(jax.random.fold_in(key, step // per_epoch), n)
+    idx = jax.lax.dynamic_slice_in_dim(perm, (step % per_epoch) * batch_size, batch_size)
+    x, y = task.X[idx], task.Y[idx]
+    # "mean" averages over the minibatch; "sum" sums over it, so batch_size=1 is the
+    # per-sample update of source 000 (eqs. 6-7) for either convention.
+    c = 1.0 / batch_size if task.normalize == "mean" else 1.0
+    return c * y.T @ x, c * x.T @ x
+
+
+@eqx.filter_jit
+def _run_chunk(task, state, lr, optimizer, key, *, n_saves: int, save_every: int, batch_size):
+    """Advance `n_saves * save_every` steps, returning the new state and the saved weights."""
+    n_batch = state[0][0].ndim - 2
+
+    def step(carry, _):
+        weights, opt_state, k = carry
+        if batch_size is None:
+            grads = layer_gradients(weights, task.sigma_yx, task._sigma_xx)
+        else:
+            grads = layer_gradients(weights, *_minibatch_statistics(task, key, k, batch_size))
+        if optimizer is None:
+            weights = tuple(w - lr * g for w, g in zip(weights, grads))
+        else:
+            updates, opt_state = _vmap_n(optimizer.update, n_batch)(grads, opt_state, weights)
+            weights = optax.apply_updates(weights, updates)
+        return (weights, opt_state, k + 1), None
+
+    def save(carry, _):
+        carry, _ = jax.lax.scan(step, carry, None, length=save_every)
+        return carry, carry[0]
+
+    return jax.lax.scan(save, state, None, length=n_saves)
+
+
+def gradient_descent(
+    task: Task,
+    weights0,
+    *,
+    steps: int,
+    lr=None,
+    optimizer=None,
+    save_every: int = 1,
+    batch_size: int | None = None,
+    key=None,
+    progress: bool = False,
+    throw: bool = True,
+) -> Trajectory:
+    r"""Train a linear network by gradient descent, for a whole batch of initialisations at once.
+
+    Full-batch gradient descent (the default) takes
+    $W_l \leftarrow W_l - \eta\, \partial L / \partial W_l$, e.g. for two layers
+    $\Delta W_1 = \eta W_2^\top (\Sigma_{yx} - W_2 W_1 \Sigma_{xx})$ (source 004, eq. 2).
+    With `batch_size`, each step uses the statistics of a minibatch of the task's data
+    (reshuffled every epoch); `batch_size=1` is the per-sample SGD of source 000 (eqs. 6-7),
+    $\Delta W_1 = \eta W_2^\top (y_i - \hat y_i) x_i^\top$, $\Delta W_2 = \eta (y_i - \hat y_i) h_i^\top$.
+    With `optimizer`, any optax transformation maps the gradients to updates, applied to each
+    initialisation separately. The whole run is one jitted `lax.scan`. Step $k$ matches the
+    gradient flow at $t = k$ with $\tau = 1/\eta$.
+
+    **Arguments:**
+
+    - `task`: the `linflow.Task` (with data, for `batch_size`).
+    - `weights0`: tuple $(W_1, \dots, W_N)$, each `(*batch, h_l, h_{l-1})`.
+    - `steps`: number of updates; `save_every` must divide it.
+    - `lr`: learning rate $\eta > 0$ of plain gradient descent (omit when passing `optimizer`).
+    - `optimizer`: an `optax.GradientTransformation`, e.g. `optax.adam(1e-2)`.
+    - `batch_size`: minibatch size for SGD, with `key` (a `jax.random` key) for the shuffling.
+    - `progress`: show a progress bar (runs the scan in chunks; same result).
+    - `throw`: raise if the weights diverge (otherwise `stats["diverged"]` flags them).
+
+    **Returns:** a `Trajectory` with `ts = 0, save_every, ..., steps` (in steps) and the weights
+    at those steps; `stats["diverged"]` has shape `batch`.
+
+    **Raises:** `ValueError` for bad arguments, and when the weights become inf or NaN,
+    naming the learning rate.
+
+    **Example:**
+
+    ```python
+    traj = linflow.gradient_descent(task, weights0, steps=1000, lr=0.05, save_every=10)
+    traj = linflow.gradient_descent(task, weights0, steps=1000, optimizer=optax.adam(1e-2))
+    ```
+    """
+    fn = "gradient_descent"
+    weights0 = check_weights(fn, weights0, task.input_dim, task.output_dim)
+    if not isinstance(steps, int | np.integer) or steps < 0:
+        raise ValueError(f"{fn}(..., steps={steps!r}) must be a non-negative int.")
+    if not isinstance(save_every, int | np.integer) or save_every < 1 or steps % save_every:
+        raise ValueError(
+            f"{fn}(..., save_every={save_every!r}) must be a positive int dividing steps={steps}."
+        )
+    if optimizer is None:
+        if lr is None:
+            raise ValueError(f"{fn}(...) needs lr=... (or optimizer=...).")
+        check_positive(fn, "lr", lr)
+    elif lr is not None:
+        raise ValueError(f"{fn}(..., lr={lr!r}, optimizer=...): set the learning rate inside the optimizer.")
+    elif not isinstance(optimizer, optax.GradientTransformation):
+        raise ValueError(f"{fn}(..., optimizer=...) must be an optax.GradientTransformation.")
+    if batch_size is not None:
+        if not task.has_data:
+            raise ValueError(
+                f"{fn}(..., batch_size={batch_size}) needs a task with data (Task.from_data)."
+            )
+        n = task.X.shape[0]
+        if not isinstance(batch_size, int | np.integer) or not 1 <= batch_size <= n:
+            raise ValueError(f"{fn}(..., batch_size={batch_size!r}) must be an int in [1, {n}].")
+        if key is None:
+            raise ValueError(f"{fn}(..., batch_size={batch_size}) needs key=... for the shuffling.")
+        batch_size = int(batch_size)
+    key = jax.random.key(0) if key is None else key
+
+    dtype = weights0[0].dtype
+    n_batch = weights0[0].ndim - 2
+    opt_state = None if optimizer is None else _vmap_n(optimizer.init, n_batch)(weights0)
+    state = (weights0, opt_state, jnp.asarray(0))
+    lr_array = None if lr is None else jnp.asarray(lr, dtype)
+
+    n_saves = steps // save_every
+    chunks = [n_saves] if not progress else _chunk_sizes(n_saves)
+    saved = []
+    with progress_bar(progress, steps, "gradient_descent") as bar:
+        for size in chunks:
+            if size == 0:
+                continue
+            state, block = _run_chunk(
+                task, state, lr_array, optimizer, key, n_saves=size, save_every=save_every, batch_size=batch_size
+            )
+            saved.append(block)
+            bar.update(size * save_every)
+    weights = tuple(
+        jnp.concatenate([w0[None], *(block[l] for block in saved)]) for l, w0 in enumerate(weights0)
+    )
+    ts = jnp.arange(n_saves + 1, dtype=dtype) * save_every
+    diverged = _diverged(weights)
+    if throw and bool(jnp.any(diverged)):
+        first = int(np.argmax(~np.asarray(_finite_per_save(weights))))
+        what = f"lr={lr!r}" if optimizer is None else "optimizer=... (lower its learning rate)"
+        raise ValueError(
+            f"{fn}(..., {what}) diverged: the weights of {int(jnp.sum(diverged))} of "
+            f"{diverged.size} initialisation(s) became inf or NaN by step {int(ts[first])}. "
+            "Lower the learning rate: near the solution, gradient descent is stable only for "
+            "lr < 2 / (largest eigenvalue of the loss Hessian)."
+        )
+    return Trajectory(ts=ts, weights=weights, stats={"diverged": diverged})
+
+
+def _finite_per_save(weights):
+    """Whether every weight of every initialisation is finite, per save, shape `(T,)`."""
+    return jnp.stack([jnp.all(jnp.isfinite(w.reshape(w.shape[0], -1)), axis=1) for w in weights]).all(0)
+
+
+def _diverged(weights):
+    """Per initialisation: did any weight end inf or NaN? Shape `batch`."""
+    return jnp.stack([~jnp.all(jnp.isfinite(w[-1]), axis=(-2, -1)) for w in weights]).any(0)
+
+
+def _chunk_sizes(n: int, pieces: int = 20) -> list[int]:
+    """Split `n` saves into at most `pieces` nearly equal chunks (two distinct sizes: two compiles)."""
+    size = max(1, -(-n // pieces))
+    return [size] * (n // size) + ([n % size] if n % size else [])

@@ -1,0 +1,102 @@
+r"""Loss and gradients of a linear network of any depth, from $\Sigma_{xx}$ and $\Sigma_{yx}$.
+
+For $W = W_N \cdots W_1$ and $G = \partial L / \partial W = W \Sigma_{xx} - \Sigma_{yx}$,
+
+$$\frac{\partial L}{\partial W_l} = (W_N \cdots W_{l+1})^\top \, G \, (W_{l-1} \cdots W_1)^\top,$$
+
+which for two layers is $\partial L/\partial W_1 = -W_2^\top(\Sigma_{yx} - W_2 W_1 \Sigma_{xx})$ and
+$\partial L/\partial W_2 = -(\Sigma_{yx} - W_2 W_1 \Sigma_{xx}) W_1^\top$ (source 004, eq. 2).
+All functions broadcast over leading batch axes of the weights.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+from jaxtyping import Array
+
+from ._checks import check_weights
+from ._task import Task
+
+
+def lift(x: Array, ndim: int) -> Array:
+    """`x` with leading unit axes added up to `ndim` axes (explicit broadcasting over batches)."""
+    return x.reshape((1,) * (ndim - x.ndim) + x.shape)
+
+
+def product(weights) -> Array:
+    r"""End-to-end map $W = W_N \cdots W_1$, shape `(*batch, m, d)`."""
+    w = weights[0]
+    for layer in weights[1:]:
+        w = layer @ w
+    return w
+
+
+def _loss(task: Task, w: Array) -> Array:
+    r"""$L = \tfrac12 \operatorname{tr}((W - W_*) \Sigma_{xx} (W - W_*)^\top) + L_{\min}$, per batch entry."""
+    e = w - lift(task.optimum, w.ndim)
+    e_sxx = e if task.whitened else e @ task.sigma_xx
+    return 0.5 * jnp.sum(e_sxx * e, axis=(-2, -1)) + task.loss_min
+
+
+def loss(task: Task, weights) -> Array:
+    r"""Mean squared error $L = \frac{1}{2n}\sum_i \|y_i - W x_i\|^2$ of the network.
+
+    Evaluated from the task's statistics as
+    $L = \tfrac12 \operatorname{tr}((W - W_*) \Sigma_{xx} (W - W_*)^\top) + L_{\min}$ with
+    $W_* = \Sigma_{yx}\Sigma_{xx}^+$, which equals the per-sample loss when the task holds data
+    (with `normalize="sum"`, the sum instead of the mean) and is zero at the optimum otherwise.
+
+    **Arguments:** `task`, `weights` a tuple $(W_1, \dots, W_N)$ with leading batch axes.
+
+    **Returns:** the loss, shape `batch`.
+
+    **Example:**
+
+    ```python
+    linflow.loss(task, (W1, W2))
+    ```
+    """
+    weights = check_weights("loss", weights, task.input_dim, task.output_dim)
+    return _loss(task, product(weights))
+
+
+def layer_gradients(weights, sigma_yx: Array, sigma_xx: Array | None) -> tuple[Array, ...]:
+    r"""$\partial L / \partial W_l$ for every layer, given $\Sigma_{yx}$ and $\Sigma_{xx}$ (`None` = $I$).
+
+    No validation: this is the inner step of every engine. Costs one product chain forwards,
+    one backwards.
+    """
+    # prefix[l] = W_l ⋯ W_1 (prefix[0] = identity, left implicit)
+    prefix = [None]
+    for w in weights[:-1]:
+        prefix.append(w if prefix[-1] is None else w @ prefix[-1])
+    w_full = weights[-1] if prefix[-1] is None else weights[-1] @ prefix[-1]
+    g = w_full if sigma_xx is None else w_full @ sigma_xx
+    g = g - lift(sigma_yx, g.ndim)
+    grads = [None] * len(weights)
+    back = g  # (W_N ⋯ W_{l+1})ᵀ G, built from the top layer down
+    for l in range(len(weights) - 1, -1, -1):
+        grads[l] = back if prefix[l] is None else back @ jnp.swapaxes(prefix[l], -1, -2)
+        if l > 0:
+            back = jnp.swapaxes(weights[l], -1, -2) @ back
+    return tuple(grads)
+
+
+def gradients(task: Task, weights) -> tuple[Array, ...]:
+    r"""Gradients $\partial L/\partial W_l$ of the task loss for every layer.
+
+    $\partial L/\partial W_l = (W_N \cdots W_{l+1})^\top (W \Sigma_{xx} - \Sigma_{yx})
+    (W_{l-1} \cdots W_1)^\top$, computed from the statistics (no pass over the data).
+
+    **Arguments:** `task`, `weights` a tuple $(W_1, \dots, W_N)$, each `(*batch, h_l, h_{l-1})`.
+
+    **Returns:** a tuple of arrays shaped like `weights`.
+
+    **Example:**
+
+    ```python
+    g1, g2 = linflow.gradients(task, (W1, W2))
+    ```
+    """
+    weights = check_weights("gradients", weights, task.input_dim, task.output_dim)
+    return layer_gradients(weights, task.sigma_yx, task._sigma_xx)

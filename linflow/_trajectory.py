@@ -1,0 +1,79 @@
+"""The common output of every engine, and the diagnostics read off it."""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax.numpy as jnp
+from jaxtyping import Array
+
+from ._loss import _loss, product
+from ._task import Task
+
+
+class Trajectory(eqx.Module):
+    r"""Weights of a linear network saved at times `ts`.
+
+    Every engine returns one: `gradient_descent` (where $t$ counts steps),
+    `gradient_flow` and `exact_flow` (where $t$ is the time of $\tau\,dW/dt = -\nabla L$).
+
+    **Fields:**
+
+    - `ts`: save times, shape `(T,)`.
+    - `weights`: tuple $(W_1, \dots, W_N)$, each of shape `(T, *batch, h_l, h_{l-1})`.
+    - `stats`: engine-specific information (solver steps, result codes), a dict.
+
+    **Example:**
+
+    ```python
+    traj = linflow.gradient_flow(task, weights0, jnp.linspace(0, 10, 101))
+    traj.mode_strengths(task)   # (101, *batch, k)
+    ```
+    """
+
+    ts: Array
+    weights: tuple[Array, ...]
+    stats: dict = eqx.field(default_factory=dict)
+
+    @property
+    def depth(self) -> int:
+        """Number of weight matrices $N$."""
+        return len(self.weights)
+
+    @property
+    def batch_shape(self) -> tuple[int, ...]:
+        """Shape of the batch of initialisations (the axes between time and the matrix)."""
+        return self.weights[0].shape[1:-2]
+
+    def product(self) -> Array:
+        r"""End-to-end map $W(t) = W_N(t) \cdots W_1(t)$, shape `(T, *batch, m, d)`."""
+        return product(self.weights)
+
+    def loss(self, task: Task) -> Array:
+        r"""Task loss $L(W(t))$ (see `linflow.loss`), shape `(T, *batch)`."""
+        return _loss(task, self.product())
+
+    def mode_strengths(self, task: Task) -> Array:
+        r"""Mode strengths $u_\alpha(t) = u^{\alpha\top} W(t)\, v^\alpha$ in the task's modes.
+
+        **Returns:** shape `(T, *batch, k)`, `k = min(m, d)`, in the order of `task.modes()`.
+        """
+        U, _, V = task.modes()
+        return jnp.einsum("mk,...md,dk->...k", U, self.product(), V)
+
+    def singular_values(self, task: Task) -> Array:
+        r"""Effective singular values: those of $W(t)\,\Sigma_{xx}$ (Saxe et al. 2019).
+
+        **Returns:** shape `(T, *batch, k)` in descending order, `k = min(m, d)`.
+        """
+        w = self.product()
+        return jnp.linalg.svd(w if task.whitened else w @ task.sigma_xx, compute_uv=False)
+
+    def balance(self) -> tuple[Array, ...]:
+        r"""$W_{l+1}^\top W_{l+1} - W_l W_l^\top$ for $l = 1, \dots, N-1$ (conserved by the flow).
+
+        **Returns:** a tuple of `N - 1` arrays of shape `(T, *batch, h_l, h_l)`.
+        """
+        return tuple(
+            jnp.swapaxes(upper, -1, -2) @ upper - lower @ jnp.swapaxes(lower, -1, -2)
+            for lower, upper in zip(self.weights[:-1], self.weights[1:])
+        )
