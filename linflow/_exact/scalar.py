@@ -64,22 +64,32 @@ def shallow(t, s, b0, tau=1.0):
     return s + (b0 - s) * jnp.exp(-t / tau)
 
 
-def _riccati(x0, s, K, t, tau):
-    r"""Solution of $\tau\,\dot x = -\tfrac12 (x - x_+)(x - x_-)$, $x_\pm = 2s \pm K$, $x_0 \ge 0$.
+def _riccati(x0, sigma, lam2, K, t, tau):
+    r"""Solution of $\tau\,\dot x = -\tfrac12 (x - x_+)(x - x_-)$, $x_\pm = 2\sigma \pm K$, $x_0 \ge 0$.
 
-    $x(t) = x_+ + \delta_0 E / (1 + \delta_0 \phi)$ with $\delta_0 = x_0 - x_+$, $E = e^{-Kt/\tau}$,
-    $\phi = (1 - E)/(2K)$ ($= t/2\tau$ when $K = 0$).
+    With $E = e^{-Kt/\tau}$ and $\phi = (1 - E)/(2K)$ ($= t/2\tau$ when $K = 0$),
+
+    $$x(t) = \frac{x_0 (E + x_+ \phi) + \lambda^2 \phi}{x_0 \phi + (x_+ E - x_-)/(2K)},$$
+
+    using $x_+ x_- = -\lambda^2$. Every term is non-negative ($x_+ \ge 0 \ge x_-$), so
+    nothing cancels: $x(0) = x_0$ exactly, even for a start far below $x_+$.
     """
-    x_plus, x_minus = 2 * s + K, 2 * s - K
-    kt = K * t / tau
     positive = K > 0
     safe_K = jnp.where(positive, K, 1.0)
+    # x_+ and -x_- without cancellation, from x_+ x_- = -λ².
+    x_plus = jnp.where(sigma >= 0, 2 * sigma + K, lam2 / jnp.where(sigma >= 0, 1.0, K - 2 * sigma))
+    minus_x_minus = jnp.where(sigma > 0, lam2 / jnp.where(sigma > 0, K + 2 * sigma, 1.0), K - 2 * sigma)
+    kt = K * t / tau
     E = jnp.where(positive, jnp.exp(-kt), 1.0)
     phi = jnp.where(positive & (t > 0), -jnp.expm1(-kt) / (2 * safe_K), t / (2 * tau))
-    delta0 = x0 - x_plus
-    x = x_plus + delta0 * E / (1 + delta0 * phi)
-    # x0 = x_- is a fixed point (an anti-aligned balanced start); keep it exact for all t.
-    return jnp.where(x0 == x_minus, x_minus, x)
+    numerator = x0 * (E + x_plus * phi) + lam2 * phi
+    denominator = x0 * phi + (x_plus * E + minus_x_minus) / (2 * safe_K)
+    # x0 = x_- = 0 is a fixed point (an anti-aligned balanced start); keep it for all t.
+    fixed = (x0 == 0) & (minus_x_minus == 0)
+    x = numerator / jnp.where(fixed | ~positive, 1.0, denominator)
+    # K = 0 (σ = λ = 0): τẋ = -x²/2, written so that x0 = 0 and t = ∞ give no NaN.
+    x = jnp.where(positive, x, 1 / (1 / x0 + phi))
+    return jnp.where(fixed, 0.0, x)
 
 
 def scalar_mode(t, s, a0, b0, tau=1.0):
@@ -112,8 +122,8 @@ def scalar_mode(t, s, a0, b0, tau=1.0):
     p0, q0 = a0 + b0, b0 - a0
     lam = p0 * q0
     K = jnp.hypot(2 * s, lam)
-    p = jnp.sign(p0) * jnp.sqrt(_riccati(p0**2, s, K, t, tau))
-    q = jnp.sign(q0) * jnp.sqrt(_riccati(q0**2, -s, K, t, tau))
+    p = jnp.sign(p0) * jnp.sqrt(_riccati(p0**2, s, lam**2, K, t, tau))
+    q = jnp.sign(q0) * jnp.sqrt(_riccati(q0**2, -s, lam**2, K, t, tau))
     return (p - q) / 2, (p + q) / 2
 
 

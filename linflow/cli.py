@@ -1,0 +1,292 @@
+r"""The `linflow` command line (also `python -m linflow`).
+
+`linflow demo --out DIR` trains three networks on the hierarchy of Saxe, McClelland &
+Ganguli (2019) with all three engines, and writes `modes.png`, `loss.png` and
+`summary.json` to `DIR`, checking the engines against each other and against the closed forms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import plot
+from ._descent import gradient_descent
+from ._exact import exact_flow, saxe_deep, shallow, time_to_learn
+from ._flow import gradient_flow
+from ._init import init_weights
+from .tasks import saxe_hierarchy
+
+_LR = 0.01
+_TAU = 1.0 / _LR  # gradient flow time then counts gradient-descent steps
+# The slowest mode (s = 1) is half-learned after (tau / 2s) ln((s - u0) / u0) ≈ 345 steps
+# from u0 = 1e-3 and within 1% of s by ~580; 1000 steps show every mode at rest.
+_STEPS = 1000
+_SAVE_EVERY = 5
+_U0 = 1e-3
+_HIDDEN = 16
+_SEED = 0
+_RTOL, _ATOL = 1e-8, 1e-10
+
+# name -> (plot title, hidden widths, init scheme, init scale)
+_NETWORKS = {
+    "deep_aligned": (
+        f"deep (2 layers), aligned start $u_0 = {_U0:g}$",
+        _HIDDEN,
+        "aligned",
+        math.sqrt(_U0),  # each layer carries sqrt(u0), so the product's modes start at u0
+    ),
+    "deep_random": ("deep (2 layers), random start", _HIDDEN, "gaussian", 0.02),
+    "shallow": ("shallow (1 layer)", (), "gaussian", 1e-3),
+}
+_ENGINE_NAMES = {"gd": "gradient descent", "flow": "gradient flow", "exact": "exact flow"}
+_PAIRS = (("gd", "flow"), ("flow", "exact"), ("gd", "exact"))
+
+
+def main(argv=None) -> int:
+    """Entry point of the `linflow` script; `argv` defaults to `sys.argv[1:]`."""
+    parser = argparse.ArgumentParser(
+        prog="linflow", description="Learning dynamics of deep linear networks in JAX."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    demo = commands.add_parser(
+        "demo",
+        help="train deep and shallow networks on the Saxe et al. (2019) hierarchy",
+        description="Compare gradient descent, gradient flow and the exact solution on the "
+        "Saxe et al. (2019) hierarchy, for a deep network (aligned and random starts) and a "
+        "shallow one; writes modes.png, loss.png and summary.json.",
+    )
+    demo.add_argument(
+        "--out",
+        type=Path,
+        default=Path("linflow-demo"),
+        help="output folder (default: linflow-demo)",
+    )
+    args = parser.parse_args(argv)
+    _demo(args.out)
+    return 0
+
+
+def _demo(out: Path) -> None:
+    # float64 throughout, so that flow and exact solution agree to the solver tolerance; the
+    # context manager leaves the caller's configuration untouched.
+    with jax.enable_x64(True):
+        task, items, properties = saxe_hierarchy()
+        s = task.modes()[1]
+        keys = jax.random.split(jax.random.key(_SEED), len(_NETWORKS))
+        runs = {
+            name: _run_engines(task, init_weights(key, task, hidden, scheme=scheme, scale=scale))
+            for key, (name, (_, hidden, scheme, scale)) in zip(keys, _NETWORKS.items())
+        }
+        ts = runs["deep_aligned"]["gd"].ts
+        b0 = runs["shallow"]["gd"].mode_strengths(task)[0]
+        # Closed forms for the mode strengths, shape (T, k): the deep aligned network is
+        # balanced with u(0) = u0 in every mode; the shallow one relaxes from b0.
+        analytic = {
+            "deep_aligned": ("saxe_deep", saxe_deep(ts[:, None], s[None, :], _U0, _TAU)),
+            "shallow": ("shallow", shallow(ts[:, None], s[None, :], b0[None, :], _TAU)),
+        }
+        predictions = {
+            "deep_aligned": ("time_to_learn(s, u0, tau)", time_to_learn(s, _U0, _TAU)),
+            "shallow": ("time_to_learn(s, b0, tau, depth=1)", time_to_learn(s, b0, _TAU, depth=1)),
+        }
+        summary = {
+            "task": {
+                "name": "saxe_hierarchy",
+                "items": list(items),
+                "properties": list(properties),
+                "singular_values": _floats(s),
+            },
+            "settings": {
+                "lr": _LR,
+                "tau": _TAU,
+                "steps": _STEPS,
+                "save_every": _SAVE_EVERY,
+                "u0": _U0,
+                "hidden": _HIDDEN,
+                "seed": _SEED,
+                "flow_rtol": _RTOL,
+                "flow_atol": _ATOL,
+                "dtype": str(s.dtype),
+            },
+            "networks": {
+                name: _network_summary(task, runs[name], predictions.get(name), analytic.get(name))
+                for name in _NETWORKS
+            },
+        }
+        paths = _write(out, task, runs, analytic, summary)
+    for path in paths:
+        print(f"wrote {path}")
+    print(_table(summary))
+
+
+def _run_engines(task, weights0) -> dict:
+    """Trajectories of the three engines (or why `exact_flow` has none), with wall times."""
+    runs = {"first_call_s": {}, "wall_time_s": {}}
+    engines = {
+        "gd": lambda: gradient_descent(
+            task, weights0, steps=_STEPS, lr=_LR, save_every=_SAVE_EVERY
+        ),
+        "flow": lambda: gradient_flow(
+            task, weights0, runs["gd"].ts, tau=_TAU, rtol=_RTOL, atol=_ATOL
+        ),
+        "exact": lambda: exact_flow(task, weights0, runs["gd"].ts, tau=_TAU),
+    }
+    for name, engine in engines.items():
+        try:
+            # The first call includes compilation (what a user waits for once per shape);
+            # the second is the cost of the computation itself.
+            runs["first_call_s"][name], runs[name] = _timed(engine)
+        except ValueError as error:
+            # exact_flow explains, one closed form per line, why none applies.
+            lines = str(error).splitlines()
+            runs["skipped"] = "no closed form: " + (
+                "; ".join(line.strip(" -") for line in lines[1:]) or lines[0]
+            )
+            continue
+        runs["wall_time_s"][name] = _timed(engine)[0]
+    return runs
+
+
+def _timed(fn):
+    """`(seconds, result)` of calling `fn`, waiting for JAX to finish."""
+    start = time.perf_counter()
+    result = jax.block_until_ready(fn())
+    return time.perf_counter() - start, result
+
+
+def _network_summary(task, runs, prediction, analytic) -> dict:
+    """Plain-JSON results of one network: per engine, between engines, against closed forms."""
+    s = np.asarray(task.modes()[1])
+    engines = [name for name in _ENGINE_NAMES if name in runs]
+    strengths = {name: runs[name].mode_strengths(task) for name in engines}
+    summary = {
+        "depth": runs["gd"].depth,
+        "engines": {
+            name: {
+                "final_loss": float(runs[name].loss(task)[-1]),
+                "half_times": _half_times(runs[name].ts, strengths[name], s),
+                "wall_time_s": runs["wall_time_s"][name],
+                "first_call_s": runs["first_call_s"][name],
+            }
+            for name in engines
+        },
+        "max_disagreement": {
+            f"{a}_vs_{b}": {
+                "product": _max_abs(runs[a].product(), runs[b].product()),
+                "mode_strengths": _max_abs(strengths[a], strengths[b]),
+            }
+            for a, b in _PAIRS
+            if a in runs and b in runs
+        },
+    }
+    if "skipped" in runs:
+        summary["engines"]["exact"] = runs["skipped"]
+    if prediction is not None:
+        formula, times = prediction
+        summary["predicted_half_times"] = {"formula": formula, "values": _floats(times)}
+    if analytic is not None:
+        formula, values = analytic
+        reference = "exact" if "exact" in strengths else "flow"
+        summary["analytic_mode_strengths"] = {
+            "formula": formula,
+            f"max_abs_vs_{reference}": _max_abs(values, strengths[reference]),
+        }
+    return summary
+
+
+def _half_times(ts, strengths, s) -> list:
+    r"""First time each mode strength reaches $s_\alpha / 2$, linearly interpolated between saves.
+
+    `strengths` has shape `(T, k)`; `None` for a mode that never gets there.
+    """
+    ts, strengths = np.asarray(ts), np.asarray(strengths)
+    times = []
+    for u, half in zip(strengths.T, s / 2):
+        reached = np.flatnonzero(u >= half)
+        if reached.size == 0:
+            times.append(None)
+        elif reached[0] == 0:
+            times.append(float(ts[0]))
+        else:
+            i = reached[0]
+            fraction = (half - u[i - 1]) / (u[i] - u[i - 1])
+            times.append(float(ts[i - 1] + fraction * (ts[i] - ts[i - 1])))
+    return times
+
+
+def _write(out: Path, task, runs, analytic, summary) -> list[Path]:
+    """Write `modes.png`, `loss.png` (one panel per network) and `summary.json`."""
+    from matplotlib.figure import Figure
+
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / "modes.png", out / "loss.png", out / "summary.json"]
+    modes_figure = Figure(figsize=(16, 5), layout="constrained")
+    loss_figure = Figure(figsize=(16, 4.5), layout="constrained")
+    modes_axes = modes_figure.subplots(1, len(_NETWORKS), sharey=True)
+    loss_axes = loss_figure.subplots(1, len(_NETWORKS), sharey=True)
+    for modes_ax, loss_ax, (name, (title, *_)) in zip(modes_axes, loss_axes, _NETWORKS.items()):
+        trajectories = {
+            label: runs[name][key] for key, label in _ENGINE_NAMES.items() if key in runs[name]
+        }
+        curves = (
+            {analytic[name][0]: (runs[name]["gd"].ts, analytic[name][1])}
+            if name in analytic
+            else None
+        )
+        plot.mode_strengths(trajectories, task, analytic=curves, ax=modes_ax, title=title)
+        plot.loss(trajectories, task, ax=loss_ax)
+        loss_ax.set_title(title)
+        for ax in (modes_ax, loss_ax):
+            ax.set_xlabel("t (steps)")
+            if ax not in (modes_axes[0], loss_axes[0]):
+                ax.set_ylabel("")
+    modes_figure.suptitle("Saxe et al. (2019) hierarchy: mode strengths")
+    loss_figure.suptitle("Saxe et al. (2019) hierarchy: loss")
+    modes_figure.savefig(paths[0], dpi=110)
+    loss_figure.savefig(paths[1], dpi=110)
+    paths[2].write_text(json.dumps(summary, indent=2) + "\n")
+    return paths
+
+
+def _table(summary) -> str:
+    """One line per network and engine: final loss, half-learning times, wall times."""
+    k = len(summary["task"]["singular_values"])
+    header = (
+        f"{'network':<13} {'engine':<10} {'final loss':>10}  {'t(u = s/2) per mode':<{8 * k}}"
+        f"  {'1st call (s)':>12} {'run (ms)':>9}"
+    )
+    lines = [header, "-" * len(header)]
+    for network, result in summary["networks"].items():
+        for engine, row in result["engines"].items():
+            if isinstance(row, str):
+                lines.append(f"{network:<13} {engine:<10} {row}")
+                continue
+            times = "".join(
+                f"{t:8.1f}" if t is not None else f"{'never':>8}" for t in row["half_times"]
+            )
+            lines.append(
+                f"{network:<13} {engine:<10} {row['final_loss']:10.2e}  {times}"
+                f"  {row['first_call_s']:12.2f} {1e3 * row['wall_time_s']:9.1f}"
+            )
+        if "predicted_half_times" in result:
+            times = "".join(f"{t:8.1f}" for t in result["predicted_half_times"]["values"])
+            lines.append(f"{network:<13} {'predicted':<10} {'':>10}  {times}")
+    return "\n".join(lines)
+
+
+def _floats(x) -> list[float]:
+    """A JAX or NumPy array as a flat list of Python floats (for JSON)."""
+    return [float(v) for v in np.asarray(x).ravel()]
+
+
+def _max_abs(a, b) -> float:
+    """Largest absolute difference over time, batch and entries."""
+    return float(jnp.max(jnp.abs(a - b)))

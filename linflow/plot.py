@@ -1,0 +1,149 @@
+r"""Matplotlib figures of learning trajectories.
+
+matplotlib is imported inside each function, so that `import linflow` never needs it.
+Every function draws into the Axes it is given (or a new pyplot figure) and returns the Axes.
+A `Trajectory` with batch axes is drawn for its first initialisation (index 0 along every
+batch axis).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._task import Task
+from ._trajectory import Trajectory
+
+# Line styles told apart even where curves overlap: the first is wide and faint, so that
+# the thinner ones drawn on top of it stay visible when two engines agree.
+_STYLES = (
+    {"linestyle": "-", "linewidth": 3.5, "alpha": 0.35},
+    {"linestyle": "--", "linewidth": 1.6},
+    {"linestyle": ":", "linewidth": 2.2},
+    {"linestyle": "-.", "linewidth": 1.3},
+)
+_ANALYTIC = {"color": "black", "linestyle": (0, (4, 3)), "linewidth": 0.8}
+
+
+def _axes(ax):
+    """`ax`, or the Axes of a new pyplot figure (shown in notebooks)."""
+    if ax is not None:
+        return ax
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=(6, 4), layout="constrained")[1]
+
+
+def _first(values, n_rest: int) -> np.ndarray:
+    """`values` of shape `(T, *batch, *rest)` at batch index 0, as NumPy of shape `(T, *rest)`."""
+    values = np.asarray(values)
+    rest = values.shape[values.ndim - n_rest :]
+    return values.reshape(values.shape[0], -1, *rest)[:, 0]
+
+
+def mode_strengths(
+    trajectories: dict[str, Trajectory], task: Task, *, analytic=None, ax=None, title=None
+):
+    r"""Plot mode strengths $u_\alpha(t) = u^{\alpha\top} W(t)\, v^\alpha$ against time.
+
+    One colour per mode $\alpha$ (the same in every trajectory), one line style per
+    trajectory, and a dotted grey line at each singular value $s_\alpha$ of $\Sigma_{yx}$,
+    which a network that learns the mode converges to.
+
+    **Arguments:**
+
+    - `trajectories`: dict mapping a label (e.g. the engine) to a `linflow.Trajectory`;
+      trajectories with batch axes are drawn for batch index 0.
+    - `task`: the `linflow.Task` whose modes (`task.modes()`) define $u_\alpha$.
+    - `analytic`: optional dict mapping a label to `(ts, values)` with `ts` of shape `(T,)`
+      and `values` of shape `(T, k)`, e.g. from `linflow.saxe_deep`; drawn as thin black
+      dashed lines.
+    - `ax`: a matplotlib Axes to draw into (default: a new figure).
+    - `title`: the Axes title.
+
+    **Returns:** the matplotlib Axes.
+
+    **Example:**
+
+    ```python
+    ts = jnp.linspace(0.0, 20.0, 201)
+    traj = linflow.gradient_flow(task, weights0, ts)
+    u = linflow.saxe_deep(ts[:, None], task.modes()[1][None, :], 1e-3)
+    ax = linflow.plot.mode_strengths({"flow": traj}, task, analytic={"saxe_deep": (ts, u)})
+    ax.figure.savefig("modes.png")
+    ```
+    """
+    from matplotlib.lines import Line2D
+
+    ax = _axes(ax)
+    s = np.asarray(task.modes()[1])
+    colours = [f"C{alpha % 10}" for alpha in range(s.size)]
+    for i, traj in enumerate(trajectories.values()):
+        u = _first(traj.mode_strengths(task), 1)
+        for alpha in range(s.size):
+            ax.plot(np.asarray(traj.ts), u[:, alpha], color=colours[alpha], **_style(i))
+    for ts, values in (analytic or {}).values():
+        ax.plot(np.asarray(ts), np.asarray(values), **_ANALYTIC)
+    for alpha in range(s.size):
+        ax.axhline(s[alpha], color="grey", linestyle=":", linewidth=0.8, zorder=0)
+
+    # One legend, line styles (trajectories) in the first column and colours (modes) in the
+    # second; blank entries pad the shorter column so that neither spills into the other.
+    styles = [
+        Line2D([], [], color="black", label=label, **_style(i))
+        for i, label in enumerate(trajectories)
+    ]
+    styles += [Line2D([], [], label=f"{label} (analytic)", **_ANALYTIC) for label in analytic or {}]
+    styles.append(Line2D([], [], color="grey", linestyle=":", linewidth=0.8, label=r"$s_\alpha$"))
+    modes = [
+        Line2D([], [], color=colours[alpha], label=rf"$\alpha={alpha + 1}$, $s={s[alpha]:.3g}$")
+        for alpha in range(s.size)
+    ]
+    rows = max(len(styles), len(modes))
+    blank = Line2D([], [], linestyle="none", label=" ")
+    handles = [*styles, *[blank] * (rows - len(styles)), *modes, *[blank] * (rows - len(modes))]
+    ax.legend(handles=handles, ncols=2, loc="best", fontsize="small")
+
+    ax.set_xlabel("t")
+    ax.set_ylabel(r"mode strength $u_\alpha$")
+    if title is not None:
+        ax.set_title(title)
+    return ax
+
+
+def loss(trajectories: dict[str, Trajectory], task: Task, *, ax=None, logy=True):
+    r"""Plot the excess loss $L(W(t)) - L_{\min}$ against time, one line per trajectory.
+
+    $L_{\min}$ is the loss at the optimum $W_* = \Sigma_{yx}\Sigma_{xx}^+$ (zero for realisable
+    targets); subtracting it lets a logarithmic axis show the convergence.
+
+    **Arguments:**
+
+    - `trajectories`: dict mapping a label to a `linflow.Trajectory` (batch index 0 is drawn).
+    - `task`: the `linflow.Task`.
+    - `ax`: a matplotlib Axes to draw into (default: a new figure).
+    - `logy`: logarithmic loss axis.
+
+    **Returns:** the matplotlib Axes.
+
+    **Example:**
+
+    ```python
+    ax = linflow.plot.loss({"gd": gd_traj, "flow": flow_traj}, task)
+    ```
+    """
+    ax = _axes(ax)
+    loss_min = float(task.loss_min)
+    for i, (label, traj) in enumerate(trajectories.items()):
+        values = _first(traj.loss(task), 0) - loss_min
+        ax.plot(np.asarray(traj.ts), values, color=f"C{i % 10}", label=label, **_style(i))
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel("t")
+    ax.set_ylabel(r"loss $L - L_{\min}$")
+    ax.legend(fontsize="small")
+    return ax
+
+
+def _style(i: int) -> dict:
+    """Line style of the `i`-th trajectory (cycling)."""
+    return _STYLES[i % len(_STYLES)]
