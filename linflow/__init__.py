@@ -2,6 +2,8 @@
 
 import importlib.metadata
 
+from . import plot as plot
+from . import tasks as tasks
 from ._descent import gradient_descent as gradient_descent
 from ._exact import CLOSED_FORMS as CLOSED_FORMS
 from ._exact import ClosedForm as ClosedForm

@@ -80,7 +80,8 @@ def check_weights(fn: str, weights, input_dim: int | None = None, output_dim: in
             )
         if l > 1 and w.shape[-1] != weights[l - 2].shape[-2]:
             raise ValueError(
-                f"{fn}(..., weights=...): shapes don't chain: W_{l} is {w.shape[-2:]} but W_{l - 1} "
+                f"{fn}(..., weights=...): shapes don't chain: W_{l} is {w.shape[-2:]} but "
+                f"W_{l - 1} "
                 f"is {weights[l - 2].shape[-2:]} (W_{l} needs {weights[l - 2].shape[-2]} columns)."
             )
         check_finite(fn, "weights", w)

@@ -80,7 +80,8 @@ def gradient_descent(
     $\Delta W_1 = \eta W_2^\top (\Sigma_{yx} - W_2 W_1 \Sigma_{xx})$ (source 004, eq. 2).
     With `batch_size`, each step uses the statistics of a minibatch of the task's data
     (reshuffled every epoch); `batch_size=1` is the per-sample SGD of source 000 (eqs. 6-7),
-    $\Delta W_1 = \eta W_2^\top (y_i - \hat y_i) x_i^\top$, $\Delta W_2 = \eta (y_i - \hat y_i) h_i^\top$.
+    $\Delta W_1 = \eta W_2^\top (y_i - \hat y_i) x_i^\top$,
+    $\Delta W_2 = \eta (y_i - \hat y_i) h_i^\top$.
     With `optimizer`, any optax transformation maps the gradients to updates, applied to each
     initialisation separately. The whole run is one jitted `lax.scan`. Step $k$ matches the
     gradient flow at $t = k$ with $\tau = 1/\eta$.
@@ -122,7 +123,9 @@ def gradient_descent(
             raise ValueError(f"{fn}(...) needs lr=... (or optimizer=...).")
         check_positive(fn, "lr", lr)
     elif lr is not None:
-        raise ValueError(f"{fn}(..., lr={lr!r}, optimizer=...): set the learning rate inside the optimizer.")
+        raise ValueError(
+            f"{fn}(..., lr={lr!r}, optimizer=...): set the learning rate inside the optimizer."
+        )
     elif not isinstance(optimizer, optax.GradientTransformation):
         raise ValueError(f"{fn}(..., optimizer=...) must be an optax.GradientTransformation.")
     if batch_size is not None:
@@ -152,7 +155,14 @@ def gradient_descent(
             if size == 0:
                 continue
             state, block = _run_chunk(
-                task, state, lr_array, optimizer, key, n_saves=size, save_every=save_every, batch_size=batch_size
+                task,
+                state,
+                lr_array,
+                optimizer,
+                key,
+                n_saves=size,
+                save_every=save_every,
+                batch_size=batch_size,
             )
             saved.append(block)
             bar.update(size * save_every)
@@ -175,7 +185,9 @@ def gradient_descent(
 
 def _finite_per_save(weights):
     """Whether every weight of every initialisation is finite, per save, shape `(T,)`."""
-    return jnp.stack([jnp.all(jnp.isfinite(w.reshape(w.shape[0], -1)), axis=1) for w in weights]).all(0)
+    return jnp.stack(
+        [jnp.all(jnp.isfinite(w.reshape(w.shape[0], -1)), axis=1) for w in weights]
+    ).all(0)
 
 
 def _diverged(weights):
@@ -184,6 +196,6 @@ def _diverged(weights):
 
 
 def _chunk_sizes(n: int, pieces: int = 20) -> list[int]:
-    """Split `n` saves into at most `pieces` nearly equal chunks (two distinct sizes: two compiles)."""
+    """Split `n` saves into at most `pieces` near-equal chunks (two sizes, so two compiles)."""
     size = max(1, -(-n // pieces))
     return [size] * (n // size) + ([n % size] if n % size else [])

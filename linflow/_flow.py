@@ -125,5 +125,7 @@ def gradient_flow(
             f"{diffrax.RESULTS[sol.result]} (pass throw=False to get the partial trajectory)."
         )
     return Trajectory(
-        ts=ts, weights=tuple(sol.ys), stats={"result": sol.result, "num_steps": sol.stats["num_steps"]}
+        ts=ts,
+        weights=tuple(sol.ys),
+        stats={"result": sol.result, "num_steps": sol.stats["num_steps"]},
     )

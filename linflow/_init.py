@@ -44,15 +44,17 @@ def _rect_diag(sigma, rows: int, cols: int):
 
 
 def _chain(frames, sigmas, widths):
-    """$W_l = O_l S_l O_{l-1}^\\top$ for frames $O_0, \\dots, O_N$ and singular values $\\sigma_l$."""
+    """$W_l = O_l S_l O_{l-1}^\\top$ for frames $O_0, \\dots, O_N$, singular values $\\sigma_l$."""
     return tuple(
-        frames[l + 1] @ _rect_diag(sigmas[l], widths[l + 1], widths[l]) @ jnp.swapaxes(frames[l], -1, -2)
+        frames[l + 1]
+        @ _rect_diag(sigmas[l], widths[l + 1], widths[l])
+        @ jnp.swapaxes(frames[l], -1, -2)
         for l in range(len(widths) - 1)
     )
 
 
 def _gaussian_singular_values(key, batch, rows, cols, scale, k, dtype):
-    """Top singular values of an i.i.d. $N(0, \\text{scale}^2)$ matrix, zero beyond `k`, length `max`."""
+    """Singular values of an i.i.d. $N(0, \\text{scale}^2)$ matrix, zeroed beyond `k`."""
     g = scale * jax.random.normal(key, (*batch, rows, cols), dtype)
     s = jnp.linalg.svd(g, compute_uv=False)
     n = max(rows, cols)
@@ -60,7 +62,9 @@ def _gaussian_singular_values(key, batch, rows, cols, scale, k, dtype):
     return jnp.where(jnp.arange(n).reshape((1,) * len(batch) + (n,)) < k, s, 0.0)
 
 
-def init_weights(key, task: Task, hidden, *, scheme: str = "gaussian", scale=1e-2, batch=(), lam=0.0):
+def init_weights(
+    key, task: Task, hidden, *, scheme: str = "gaussian", scale=1e-2, batch=(), lam=0.0
+):
     r"""Initial weights $(W_1, \dots, W_N)$ of a linear network for `task`.
 
     Schemes (widths $d = h_0$, hidden $h_1, \dots, h_{N-1}$, $m = h_N$):
@@ -89,7 +93,7 @@ def init_weights(key, task: Task, hidden, *, scheme: str = "gaussian", scale=1e-
     - `scheme`, `scale`: see above. `lam`: $\lambda$ for `"lambda_balanced"` and `"aligned"`.
     - `batch`: shape of the batch of initialisations, e.g. `(10000,)`.
 
-    **Returns:** a tuple of arrays, `W_l` of shape `(*batch, h_l, h_{l-1})`, in the dtype of the task.
+    **Returns:** a tuple of arrays, `W_l` of shape `(*batch, h_l, h_{l-1})`, in the task's dtype.
 
     **Raises:** `ValueError` for an unknown scheme, bad widths or scale, or a $\lambda$ that the
     sizes cannot carry.
@@ -131,10 +135,15 @@ def init_weights(key, task: Task, hidden, *, scheme: str = "gaussian", scale=1e-
         U, _, V = task.modes()
         sigma = jnp.broadcast_to(scale, (*batch, r))
         sigmas = _lambda_steps(fn, sigma, depth, lam, first=True)
-        frames = [V[:, :r], *(_haar(keys[l], batch, widths[l], dtype) for l in range(1, depth)), U[:, :r]]
+        frames = [
+            V[:, :r],
+            *(_haar(keys[l], batch, widths[l], dtype) for l in range(1, depth)),
+            U[:, :r],
+        ]
         frames = [jnp.broadcast_to(f, (*batch, *f.shape[-2:])) for f in frames]
         return tuple(
-            (frames[l + 1][..., :r] * sigmas[l][..., None, :]) @ jnp.swapaxes(frames[l][..., :r], -1, -2)
+            (frames[l + 1][..., :r] * sigmas[l][..., None, :])
+            @ jnp.swapaxes(frames[l][..., :r], -1, -2)
             for l in range(depth)
         )
 
@@ -145,14 +154,19 @@ def init_weights(key, task: Task, hidden, *, scheme: str = "gaussian", scale=1e-
 
     hidden_widths = set(widths[1:-1])
     if depth == 1:
-        raise ValueError(f"{fn}(..., hidden=()): 'lambda_balanced' needs at least one hidden layer.")
+        raise ValueError(
+            f"{fn}(..., hidden=()): 'lambda_balanced' needs at least one hidden layer."
+        )
     if len(hidden_widths) != 1:
-        raise ValueError(f"{fn}(..., hidden={hidden!r}): 'lambda_balanced' needs equal hidden widths.")
+        raise ValueError(
+            f"{fn}(..., hidden={hidden!r}): 'lambda_balanced' needs equal hidden widths."
+        )
     h = hidden_widths.pop()
     if lam > 0 and h > task.output_dim:
         raise ValueError(
             f"{fn}(..., lam={lam}): lambda > 0 needs hidden width h <= output dimension m "
-            f"(W_N^T W_N = W_(N-1) W_(N-1)^T + lam I has full rank h), got h={h}, m={task.output_dim}."
+            f"(W_N^T W_N = W_(N-1) W_(N-1)^T + lam I has full rank h), "
+            f"got h={h}, m={task.output_dim}."
         )
     if lam < 0 and h > task.input_dim:
         raise ValueError(
@@ -167,7 +181,7 @@ def init_weights(key, task: Task, hidden, *, scheme: str = "gaussian", scale=1e-
 
 
 def _lambda_steps(fn, sigma, depth, lam, *, first):
-    r"""Per-layer singular values with $\sigma_{l+1}^2 = \sigma_l^2 + \lambda$, from the first or last layer."""
+    r"""Singular values with $\sigma_{l+1}^2 = \sigma_l^2 + \lambda$ (first or last)."""
     if first:
         squares = [sigma**2 + l * lam for l in range(depth)]
     else:

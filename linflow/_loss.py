@@ -32,7 +32,7 @@ def product(weights) -> Array:
 
 
 def _loss(task: Task, w: Array) -> Array:
-    r"""$L = \tfrac12 \operatorname{tr}((W - W_*) \Sigma_{xx} (W - W_*)^\top) + L_{\min}$, per batch entry."""
+    r"""$L = \tfrac12 \operatorname{tr}((W - W_*) \Sigma_{xx} (W - W_*)^\top) + L_{\min}$."""
     e = w - lift(task.optimum, w.ndim)
     e_sxx = e if task.whitened else e @ task.sigma_xx
     return 0.5 * jnp.sum(e_sxx * e, axis=(-2, -1)) + task.loss_min
@@ -61,7 +61,7 @@ def loss(task: Task, weights) -> Array:
 
 
 def layer_gradients(weights, sigma_yx: Array, sigma_xx: Array | None) -> tuple[Array, ...]:
-    r"""$\partial L / \partial W_l$ for every layer, given $\Sigma_{yx}$ and $\Sigma_{xx}$ (`None` = $I$).
+    r"""$\partial L/\partial W_l$ for every layer from $\Sigma_{yx}$, $\Sigma_{xx}$ (`None`: $I$).
 
     No validation: this is the inner step of every engine. Costs one product chain forwards,
     one backwards.

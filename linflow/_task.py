@@ -17,7 +17,8 @@ class Task(eqx.Module):
 
     The loss of a linear network with end-to-end map $W = W_N \cdots W_1$ is
 
-    $$L(W) = \tfrac12 \operatorname{tr}(W \Sigma_{xx} W^\top) - \operatorname{tr}(W \Sigma_{yx}^\top)
+    $$L(W) = \tfrac12 \operatorname{tr}(W \Sigma_{xx} W^\top)
+    - \operatorname{tr}(W \Sigma_{yx}^\top)
     + \tfrac12 \operatorname{tr}\Sigma_{yy},$$
 
     which for data equals $\frac{1}{2n}\sum_i \|y_i - W x_i\|^2$ (or the sum, without $1/n$).
@@ -26,8 +27,8 @@ class Task(eqx.Module):
 
     - `sigma_yx`: input-output correlation $\Sigma_{yx}$, shape `(m, d)`.
     - `sigma_xx`: input correlation $\Sigma_{xx}$, shape `(d, d)`, symmetric positive
-      semi-definite. `None` (the default) means whitened inputs, $\Sigma_{xx} = I$, and lets
-      the engines skip that product.
+      semi-definite. `None` (the default) or exactly the identity means whitened inputs,
+      $\Sigma_{xx} = I$, and lets the engines skip that product.
     - `sigma_yy`: output correlation $\Sigma_{yy}$, shape `(m, m)`, only used for the constant
       in the loss. When `None` the targets are taken as realisable ($Y = W_* X$), so that the
       loss is zero at the optimum.
@@ -70,7 +71,12 @@ class Task(eqx.Module):
             check_finite(fn, "sigma_xx", sigma_xx)
             if is_concrete(sigma_xx):
                 sxx = np.asarray(sigma_xx)
-                if not np.allclose(sxx, sxx.T, rtol=1e-5, atol=1e-6 * max(np.abs(sxx).max(), 1e-30)):
+                if np.array_equal(sxx, np.eye(d)):
+                    sigma_xx = None  # exactly whitened (e.g. one-hot items): skip the product
+            if sigma_xx is not None and is_concrete(sigma_xx):
+                if not np.allclose(
+                    sxx, sxx.T, rtol=1e-5, atol=1e-6 * max(np.abs(sxx).max(), 1e-30)
+                ):
                     raise ValueError(f"{fn}(sigma_xx=...) must be symmetric.")
         if sigma_yy is not None:
             sigma_yy = jnp.asarray(sigma_yy, dtype=sigma_yx.dtype)
@@ -93,7 +99,9 @@ class Task(eqx.Module):
             self.optimum = sigma_yx @ jnp.linalg.pinv(sigma_xx, hermitian=True)
             if is_concrete(sigma_xx):
                 residual = np.abs(np.asarray(self.optimum @ sigma_xx - sigma_yx)).max()
-                tol = np.sqrt(np.finfo(sigma_yx.dtype).eps) * max(np.abs(np.asarray(sigma_yx)).max(), 1e-30)
+                tol = np.sqrt(np.finfo(sigma_yx.dtype).eps) * max(
+                    np.abs(np.asarray(sigma_yx)).max(), 1e-30
+                )
                 if residual > tol:
                     raise ValueError(
                         f"{fn}(sigma_yx=..., sigma_xx=...): sigma_yx has a component outside the "
@@ -101,7 +109,9 @@ class Task(eqx.Module):
                     )
         explained = 0.5 * jnp.sum(self.optimum * sigma_yx)
         self.loss_min = (
-            jnp.zeros((), sigma_yx.dtype) if sigma_yy is None else 0.5 * jnp.trace(sigma_yy) - explained
+            jnp.zeros((), sigma_yx.dtype)
+            if sigma_yy is None
+            else 0.5 * jnp.trace(sigma_yy) - explained
         )
 
     @classmethod
@@ -131,7 +141,9 @@ class Task(eqx.Module):
         X, Y = X.astype(dtype), Y.astype(dtype)
         for name, a in (("X", X), ("Y", Y)):
             if a.ndim != 2:
-                raise ValueError(f"{fn}({name}=...) must be 2-D (samples, features), got {a.shape}.")
+                raise ValueError(
+                    f"{fn}({name}=...) must be 2-D (samples, features), got {a.shape}."
+                )
             check_finite(fn, name, a)
         if X.shape[0] != Y.shape[0]:
             raise ValueError(

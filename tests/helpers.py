@@ -12,12 +12,15 @@ def tree_allclose(x, y, *, rtol=1e-8, atol=1e-10) -> bool:
     lx, tx = jax.tree.flatten(x)
     ly, ty = jax.tree.flatten(y)
     return tx == ty and all(
-        np.shape(a) == np.shape(b) and np.allclose(a, b, rtol=rtol, atol=atol) for a, b in zip(lx, ly)
+        np.shape(a) == np.shape(b) and np.allclose(a, b, rtol=rtol, atol=atol)
+        for a, b in zip(lx, ly)
     )
 
 
 def max_abs_diff(x, y) -> float:
-    return max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(x), jax.tree.leaves(y)))
+    return max(
+        float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(x), jax.tree.leaves(y))
+    )
 
 
 def random_orthogonal(key, n):
@@ -26,7 +29,7 @@ def random_orthogonal(key, n):
 
 
 def whitened_task(key, m=3, d=4, s=(3.0, 2.0, 1.0)):
-    """$\\Sigma_{yx} = U S V^\\top$ with chosen singular values and random modes; $\\Sigma_{xx} = I$."""
+    """$\\Sigma_{yx} = U S V^\\top$, chosen singular values, random modes; $\\Sigma_{xx} = I$."""
     ku, kv = jax.random.split(key)
     k = min(m, d)
     S = jnp.zeros((m, d)).at[jnp.arange(k), jnp.arange(k)].set(jnp.asarray(s))

@@ -41,7 +41,9 @@ def test_matches_plain_loop_of_the_update_rule(task, weights0):
 
 def test_optax_sgd_equals_plain_descent(task, weights0):
     plain = linflow.gradient_descent(task, weights0, steps=20, lr=0.05, save_every=20)
-    sgd = linflow.gradient_descent(task, weights0, steps=20, optimizer=optax.sgd(0.05), save_every=20)
+    sgd = linflow.gradient_descent(
+        task, weights0, steps=20, optimizer=optax.sgd(0.05), save_every=20
+    )
     assert tree_allclose(plain.weights, sgd.weights, rtol=1e-12, atol=1e-14)
 
 
@@ -55,7 +57,9 @@ def test_optimizer_state_is_per_initialisation(task, weights0):
         for _ in range(15):
             updates, state = opt.update(linflow.gradients(task, params), state, params)
             params = optax.apply_updates(params, updates)
-        assert tree_allclose(tuple(w[-1, i] for w in batched.weights), params, rtol=1e-10, atol=1e-12)
+        assert tree_allclose(
+            tuple(w[-1, i] for w in batched.weights), params, rtol=1e-10, atol=1e-12
+        )
 
 
 def test_full_minibatch_equals_full_batch(task, weights0):
@@ -68,7 +72,8 @@ def test_full_minibatch_equals_full_batch(task, weights0):
 
 @pytest.mark.parametrize("normalize", ["mean", "sum"])
 def test_per_sample_sgd_is_source_000_update(normalize):
-    """$\\Delta W_1 = \\eta W_2^\\top (y_i - \\hat y_i) x_i^\\top$, $\\Delta W_2 = \\eta (y_i - \\hat y_i) h_i^\\top$,
+    """$\\Delta W_1 = \\eta W_2^\\top (y_i - \\hat y_i) x_i^\\top$,
+    $\\Delta W_2 = \\eta (y_i - \\hat y_i) h_i^\\top$,
     visiting the samples in a fresh random order every epoch."""
     task = data_task(jax.random.key(3), n=5, d=3, m=2, normalize=normalize)
     w1, w2 = linflow.init_weights(jax.random.key(4), task, 4, scale=0.5)
@@ -87,7 +92,7 @@ def test_per_sample_sgd_is_source_000_update(normalize):
 
 
 def test_descent_approaches_flow_at_first_order_in_lr():
-    """Step $k$ of GD with rate $\\eta$ tracks the flow at $t = k$ with $\\tau = 1/\\eta$, error $O(\\eta)$."""
+    """GD step $k$ at rate $\\eta$ tracks the flow at $t = k$, $\\tau = 1/\\eta$, to $O(\\eta)$."""
     task = whitened_task(jax.random.key(6))
     weights0 = linflow.init_weights(jax.random.key(7), task, 3, scale=0.3, batch=(2,))
     errors = []
@@ -124,7 +129,10 @@ def test_progress_gives_the_same_result(task, weights0, capsys):
         ({"lr": 0.1, "optimizer": optax.sgd(0.1)}, "inside the optimizer"),
         ({"lr": 0.1, "save_every": 3}, "save_every=3\\) must be a positive int dividing steps=10"),
         ({"lr": 0.1, "batch_size": 2}, "needs key="),
-        ({"lr": 0.1, "batch_size": 9, "key": jax.random.key(0)}, "batch_size=9\\) must be an int in \\[1, 8\\]"),
+        (
+            {"lr": 0.1, "batch_size": 9, "key": jax.random.key(0)},
+            "batch_size=9\\) must be an int in \\[1, 8\\]",
+        ),
         ({"optimizer": "adam"}, "optax.GradientTransformation"),
     ],
 )
@@ -136,4 +144,6 @@ def test_rejects_bad_arguments(task, weights0, kwargs, match):
 def test_minibatch_needs_data(weights0):
     task = linflow.Task(jnp.ones((3, 4)))
     with pytest.raises(ValueError, match="needs a task with data"):
-        linflow.gradient_descent(task, weights0, steps=2, lr=0.1, batch_size=1, key=jax.random.key(0))
+        linflow.gradient_descent(
+            task, weights0, steps=2, lr=0.1, batch_size=1, key=jax.random.key(0)
+        )

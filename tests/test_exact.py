@@ -59,12 +59,16 @@ def test_saxe_deep_is_the_balanced_scalar_mode():
     assert np.allclose(linflow.saxe_deep(t, 2.0, 0.01, tau=0.7), a * b, rtol=1e-12)
     # Source 000, eq. 10 as printed.
     e = np.exp(2 * 2.0 * np.asarray(t) / 0.7)
-    assert np.allclose(linflow.saxe_deep(t, 2.0, 0.01, tau=0.7), 2.0 * e / (e - 1 + 2.0 / 0.01), rtol=1e-12)
+    assert np.allclose(
+        linflow.saxe_deep(t, 2.0, 0.01, tau=0.7), 2.0 * e / (e - 1 + 2.0 / 0.01), rtol=1e-12
+    )
     assert float(linflow.saxe_deep(jnp.inf, 2.0, 0.01)) == 2.0
 
 
 def test_shallow_matches_integration():
-    sol = solve_ivp(lambda t, y: [(1.5 - y[0]) / 0.5], (0, TS[-1]), [0.2], t_eval=TS, rtol=1e-12, atol=1e-14)
+    sol = solve_ivp(
+        lambda t, y: [(1.5 - y[0]) / 0.5], (0, TS[-1]), [0.2], t_eval=TS, rtol=1e-12, atol=1e-14
+    )
     assert np.allclose(linflow.shallow(TS, 1.5, 0.2, tau=0.5), sol.y[0], rtol=1e-9)
     assert float(linflow.shallow(jnp.inf, 1.5, 0.2)) == 1.5
 
@@ -77,14 +81,20 @@ def test_time_to_learn_matches_integration(depth, fraction):
     t = float(linflow.time_to_learn(s, u0, tau=tau, depth=depth, fraction=fraction))
     sol = solve_ivp(
         lambda _, u: [depth * u[0] ** (2 - 2 / depth) * (s - u[0]) / tau],
-        (0, 2 * t), [u0], dense_output=True, rtol=1e-12, atol=1e-14,
+        (0, 2 * t),
+        [u0],
+        dense_output=True,
+        rtol=1e-12,
+        atol=1e-14,
     )
     assert sol.sol(t)[0] == pytest.approx(fraction * s, rel=1e-7)
 
 
 def test_time_to_learn_closed_forms():
     s, u0 = 3.0, 1e-3
-    assert float(linflow.time_to_learn(s, u0)) == pytest.approx(np.log((s - u0) / u0) / (2 * s), rel=1e-14)
+    assert float(linflow.time_to_learn(s, u0)) == pytest.approx(
+        np.log((s - u0) / u0) / (2 * s), rel=1e-14
+    )
     t = linflow.time_to_learn(s, u0, tau=2.0, depth=1, fraction=0.8)
     assert float(linflow.shallow(t, s, u0, tau=2.0)) == pytest.approx(0.8 * s, rel=1e-12)
     # Broadcasts over arrays.
@@ -103,11 +113,17 @@ def test_time_to_learn_rejects_bad_input():
 def test_closed_forms_are_jit_and_vmap_safe():
     a0 = jnp.linspace(-0.5, 0.5, 7)
     direct = linflow.scalar_mode(1.0, 2.0, a0, 0.3)
-    mapped = jax.vmap(jax.jit(linflow.scalar_mode), in_axes=(None, None, 0, None))(1.0, 2.0, a0, 0.3)
+    mapped = jax.vmap(jax.jit(linflow.scalar_mode), in_axes=(None, None, 0, None))(
+        1.0, 2.0, a0, 0.3
+    )
     assert np.allclose(direct, mapped, rtol=1e-14)
     for fn, args in [(linflow.saxe_deep, (1.0, 2.0)), (linflow.shallow, (1.0, 2.0))]:
-        assert np.allclose(jax.vmap(jax.jit(fn), in_axes=(None, None, 0))(*args, a0 + 1), fn(*args, a0 + 1))
-    times = jax.jit(linflow.time_to_learn, static_argnames="depth")(2.0, jnp.array([0.1, 0.2]), depth=3)
+        assert np.allclose(
+            jax.vmap(jax.jit(fn), in_axes=(None, None, 0))(*args, a0 + 1), fn(*args, a0 + 1)
+        )
+    times = jax.jit(linflow.time_to_learn, static_argnames="depth")(
+        2.0, jnp.array([0.1, 0.2]), depth=3
+    )
     assert times.shape == (2,)
 
 
@@ -140,7 +156,9 @@ def test_exact_flow_matches_gradient_flow_for_aligned_starts(m, d, hidden, lam, 
 
 def test_exact_flow_at_infinity_is_the_optimum():
     task = whitened_task(jax.random.key(2), m=3, d=4)
-    weights0 = linflow.init_weights(jax.random.key(3), task, 4, scheme="aligned", scale=0.1, batch=(3,))
+    weights0 = linflow.init_weights(
+        jax.random.key(3), task, 4, scheme="aligned", scale=0.1, batch=(3,)
+    )
     traj = linflow.exact_flow(task, weights0, jnp.array([0.0, jnp.inf]))
     assert np.allclose(traj.product()[-1], np.broadcast_to(task.sigma_yx, (3, 3, 4)), atol=1e-12)
     # Mode strengths follow the sigmoid of source 000, eq. 10.
@@ -169,7 +187,9 @@ def test_exact_flow_refuses_what_it_cannot_solve():
         linflow.exact_flow(task, gaussian, TS)
     square = whitened_task(jax.random.key(6), m=3, d=3)
     with pytest.raises(ValueError, match="aligned two-layer: not aligned: W1 V is not diagonal"):
-        linflow.exact_flow(square, linflow.init_weights(jax.random.key(7), square, 3, scale=0.1), TS)
+        linflow.exact_flow(
+            square, linflow.init_weights(jax.random.key(7), square, 3, scale=0.1), TS
+        )
     balanced = linflow.init_weights(jax.random.key(7), square, 3, scheme="balanced", scale=0.1)
     with pytest.raises(ValueError, match="aligned two-layer: not aligned"):
         linflow.exact_flow(square, balanced, TS)
@@ -180,7 +200,9 @@ def test_exact_flow_refuses_what_it_cannot_solve():
     aligned = linflow.init_weights(jax.random.key(9), data, 3, scheme="aligned", scale=0.1)
     with pytest.raises(ValueError, match="needs whitened inputs"):
         linflow.exact_flow(data, aligned, TS)
-    lam = linflow.init_weights(jax.random.key(9), task, 3, scheme="lambda_balanced", lam=0.2, scale=0.1)
+    lam = linflow.init_weights(
+        jax.random.key(9), task, 3, scheme="lambda_balanced", lam=0.2, scale=0.1
+    )
     with pytest.raises(ValueError, match="no closed form applies"):
         linflow.exact_flow(task, lam, TS)
     with pytest.raises(ValueError, match="contains NaN"):

@@ -29,7 +29,7 @@ def flow(task, weights0):
 def scipy_flow(task, w1, w2, tau):
     """Independent integration of source 004, eq. 3 and its twin, with SciPy's DOP853."""
     sxx, syx = np.asarray(task.sigma_xx), np.asarray(task.sigma_yx)
-    h1, h2 = w1.size, w2.size
+    h1 = w1.size
 
     def rhs(t, y):
         a, b = y[:h1].reshape(w1.shape), y[h1:].reshape(w2.shape)
@@ -37,7 +37,9 @@ def scipy_flow(task, w1, w2, tau):
         return np.concatenate([(b.T @ e).ravel(), (e @ a.T).ravel()]) / tau
 
     y0 = np.concatenate([np.ravel(w1), np.ravel(w2)])
-    sol = solve_ivp(rhs, (0, float(TS[-1])), y0, t_eval=np.asarray(TS), method="DOP853", rtol=1e-12, atol=1e-14)
+    sol = solve_ivp(
+        rhs, (0, float(TS[-1])), y0, t_eval=np.asarray(TS), method="DOP853", rtol=1e-12, atol=1e-14
+    )
     return sol.y[:h1].T.reshape(-1, *w1.shape), sol.y[h1:].T.reshape(-1, *w2.shape)
 
 
@@ -71,8 +73,13 @@ def test_loss_decreases(task, flow):
 
 def test_constant_step_solver(task, weights0, flow):
     fixed = linflow.gradient_flow(
-        task, weights0, TS, tau=2.0, solver=diffrax.Heun(),
-        stepsize_controller=diffrax.ConstantStepSize(), dt0=0.01,
+        task,
+        weights0,
+        TS,
+        tau=2.0,
+        solver=diffrax.Heun(),
+        stepsize_controller=diffrax.ConstantStepSize(),
+        dt0=0.01,
     )
     assert max_abs_diff(fixed.weights, flow.weights) < 1e-3
 

@@ -23,14 +23,25 @@ def balance(weights):
 @pytest.mark.parametrize("hidden, batch", [(3, ()), ((3, 3), (5,)), (3, (2, 3))])
 def test_shapes_and_dtype(task, scheme, hidden, batch):
     weights = linflow.init_weights(
-        jax.random.key(1), task, hidden, scheme=scheme, scale=0.5, batch=batch, **SCHEME_KWARGS[scheme]
+        jax.random.key(1),
+        task,
+        hidden,
+        scheme=scheme,
+        scale=0.5,
+        batch=batch,
+        **SCHEME_KWARGS[scheme],
     )
     widths = (4, *np.atleast_1d(hidden), 3)
-    assert [w.shape for w in weights] == [(*batch, widths[l + 1], widths[l]) for l in range(len(widths) - 1)]
+    assert [w.shape for w in weights] == [
+        (*batch, widths[l + 1], widths[l]) for l in range(len(widths) - 1)
+    ]
     assert all(w.dtype == task.sigma_yx.dtype for w in weights)
     # Different batch entries are different draws.
     if batch:
-        assert not np.allclose(weights[0].reshape(-1, *weights[0].shape[-2:])[0], weights[0].reshape(-1, *weights[0].shape[-2:])[1])
+        assert not np.allclose(
+            weights[0].reshape(-1, *weights[0].shape[-2:])[0],
+            weights[0].reshape(-1, *weights[0].shape[-2:])[1],
+        )
 
 
 def test_gaussian_statistics(task):
@@ -40,7 +51,9 @@ def test_gaussian_statistics(task):
 
 @pytest.mark.parametrize("hidden", [3, 6, (5, 4), (2, 7, 3)])
 def test_balanced_conserved_quantity_vanishes(task, hidden):
-    weights = linflow.init_weights(jax.random.key(3), task, hidden, scheme="balanced", scale=0.8, batch=(4,))
+    weights = linflow.init_weights(
+        jax.random.key(3), task, hidden, scheme="balanced", scale=0.8, batch=(4,)
+    )
     for b in balance(weights):
         assert np.abs(b).max() < 1e-12
     assert np.abs(weights[0]).max() > 0.1  # not trivially zero
@@ -67,15 +80,19 @@ def test_lambda_balanced_size_conditions(task):
 
 @pytest.mark.parametrize("hidden", [3, 8, (5, 6)])
 def test_aligned_structure(task, hidden):
-    """$W_1 = R D V^\\top$, $W_2 = U D R^\\top$: the product is $U D^N V^\\top$ in the task's modes."""
+    """$W_1 = R D V^\\top$, $W_2 = U D R^\\top$: the product is $U D^N V^\\top$."""
     U, s, V = task.modes()
     scale = jnp.array([0.3, 0.2, 0.1])
-    weights = linflow.init_weights(jax.random.key(5), task, hidden, scheme="aligned", scale=scale, batch=(2,))
+    weights = linflow.init_weights(
+        jax.random.key(5), task, hidden, scheme="aligned", scale=scale, batch=(2,)
+    )
     depth = len(weights)
     w = linflow.product(weights)
     assert np.allclose(U.T @ w @ V, np.diag(np.asarray(scale) ** depth)[None], atol=1e-14)
     a = weights[0] @ V  # columns a^i = a_i r^i with orthonormal r^i
-    assert np.allclose(jnp.swapaxes(a, -1, -2) @ a, np.diag(np.asarray(scale) ** 2)[None], atol=1e-14)
+    assert np.allclose(
+        jnp.swapaxes(a, -1, -2) @ a, np.diag(np.asarray(scale) ** 2)[None], atol=1e-14
+    )
     for b in balance(weights):
         assert np.abs(b).max() < 1e-14
 

@@ -36,7 +36,9 @@ def test_batched_gradients_equal_per_initialisation():
 
 
 def test_realisable_loss_is_zero_at_optimum():
-    task = linflow.Task(jnp.array([[2.0, 0.0], [0.0, 1.0], [1.0, 1.0]]), jnp.diag(jnp.array([2.0, 1.0])))
+    task = linflow.Task(
+        jnp.array([[2.0, 0.0], [0.0, 1.0], [1.0, 1.0]]), jnp.diag(jnp.array([2.0, 1.0]))
+    )
     assert np.isclose(linflow.loss(task, (task.optimum,)), 0.0)
     assert tree_allclose(linflow.gradients(task, (task.optimum,)), (jnp.zeros((3, 2)),), atol=1e-14)
 

@@ -1,4 +1,4 @@
-"""Closed-form solutions of the gradient flow, and `exact_flow`, which picks the one that applies."""
+"""Closed-form solutions of the gradient flow, and `exact_flow`, which picks one that applies."""
 
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ def exact_flow(task, weights0, ts, *, tau=1.0, rtol=None) -> Trajectory:
     Each closed form in `linflow.CLOSED_FORMS` is asked in turn whether it applies to
     `task` and `weights0`; the first that does is evaluated at `ts`:
 
-    - depth 1, any $\Sigma_{xx}$ and start: $W(t) = W_* + (W_0 - W_*)\,Q e^{-\Lambda t/\tau} Q^\top$;
+    - depth 1, any $\Sigma_{xx}$ and start:
+      $W(t) = W_* + (W_0 - W_*)\,Q e^{-\Lambda t/\tau} Q^\top$;
     - depth 2, $\Sigma_{xx} = I$, aligned start: every mode follows `scalar_mode`.
 
     **Arguments:**
@@ -58,7 +59,10 @@ def exact_flow(task, weights0, ts, *, tau=1.0, rtol=None) -> Trajectory:
             weights = form.solve(task, weights0, ts, jnp.asarray(tau, dtype))
             return Trajectory(ts=ts, weights=tuple(weights), stats={"closed_form": form.name})
         reasons.append(f"{form.name}: {reason}")
-    raise ValueError(f"{fn}: no closed form applies to this task and initialisation:\n  - " + "\n  - ".join(reasons))
+    raise ValueError(
+        f"{fn}: no closed form applies to this task and initialisation:\n  - "
+        + "\n  - ".join(reasons)
+    )
 
 
 __all__ = [

@@ -13,7 +13,7 @@ from .scalar import scalar_mode
 
 
 def _mode_vectors(U, V, w1, w2):
-    r"""Per-mode vectors $a^i$ (columns of $W_1 V$) and $b^i$ (rows of $U^\top W_2$), each `(*batch, h, k)`."""
+    r"""Mode vectors $a^i$ (columns of $W_1 V$), $b^i$ (rows of $U^\top W_2$), `(*batch, h, k)`."""
     return w1 @ V, jnp.swapaxes(U.T @ w2, -1, -2)
 
 
@@ -68,7 +68,10 @@ class AlignedTwoLayer(ClosedForm):
         w1, w2 = weights
         size = max(max_abs(w1), max_abs(w2), np.finfo(np.float64).tiny)
         a, b = (np.asarray(x) for x in _mode_vectors(U, V, w1, w2))
-        if max_abs(w1 - (a @ V.T)) > rtol * size or max_abs(w2 - U @ np.swapaxes(b, -1, -2)) > rtol * size:
+        if (
+            max_abs(w1 - (a @ V.T)) > rtol * size
+            or max_abs(w2 - U @ np.swapaxes(b, -1, -2)) > rtol * size
+        ):
             return "W1 (W2) has weight outside the span of the task's input (output) modes"
         at, bt = np.swapaxes(a, -1, -2), np.swapaxes(b, -1, -2)
         for name, gram in (("W1 V", at @ a), ("U^T W2", bt @ b), ("U^T W2 W1 V", bt @ a)):

@@ -19,7 +19,7 @@ class ClosedForm(eqx.Module):
 
     @abc.abstractmethod
     def check(self, task, weights: tuple[np.ndarray, ...], rtol: float) -> str | None:
-        """Return `None` if the closed form applies to `weights` (NumPy, float64), else the reason."""
+        """`None` if the closed form applies to `weights` (NumPy, float64), else the reason."""
 
     @abc.abstractmethod
     def solve(self, task, weights, ts, tau):

@@ -6,7 +6,6 @@ from typing import ClassVar
 
 import equinox as eqx
 import jax.numpy as jnp
-import numpy as np
 
 from .base import ClosedForm, time_axis
 
@@ -28,9 +27,12 @@ def _one_layer(task, weights, ts, tau):
 
 
 class OneLayer(ClosedForm):
-    r"""Depth 1: $\tau\,\dot W = \Sigma_{yx} - W \Sigma_{xx}$, so with $\Sigma_{xx} = Q \Lambda Q^\top$
+    r"""Depth 1: $\tau\,\dot W = \Sigma_{yx} - W \Sigma_{xx}$.
 
-    $$W(t) = W_* + (W_0 - W_*)\, Q\, e^{-\Lambda t/\tau} Q^\top, \qquad W_* = \Sigma_{yx}\Sigma_{xx}^+,$$
+    With $\Sigma_{xx} = Q \Lambda Q^\top$,
+
+    $$W(t) = W_* + (W_0 - W_*)\, Q\, e^{-\Lambda t/\tau} Q^\top,
+    \qquad W_* = \Sigma_{yx}\Sigma_{xx}^+,$$
 
     each input mode relaxing exponentially (source 000, eq. 11 for $\Sigma_{xx} = I$).
     Applies to any start and any $\Sigma_{xx}$.

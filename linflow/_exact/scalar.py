@@ -65,7 +65,7 @@ def shallow(t, s, b0, tau=1.0):
 
 
 def _riccati(x0, sigma, lam2, K, t, tau):
-    r"""Solution of $\tau\,\dot x = -\tfrac12 (x - x_+)(x - x_-)$, $x_\pm = 2\sigma \pm K$, $x_0 \ge 0$.
+    r"""Solve $\tau\,\dot x = -\tfrac12 (x - x_+)(x - x_-)$, $x_\pm = 2\sigma \pm K$, $x_0 \ge 0$.
 
     With $E = e^{-Kt/\tau}$ and $\phi = (1 - E)/(2K)$ ($= t/2\tau$ when $K = 0$),
 
@@ -78,7 +78,9 @@ def _riccati(x0, sigma, lam2, K, t, tau):
     safe_K = jnp.where(positive, K, 1.0)
     # x_+ and -x_- without cancellation, from x_+ x_- = -λ².
     x_plus = jnp.where(sigma >= 0, 2 * sigma + K, lam2 / jnp.where(sigma >= 0, 1.0, K - 2 * sigma))
-    minus_x_minus = jnp.where(sigma > 0, lam2 / jnp.where(sigma > 0, K + 2 * sigma, 1.0), K - 2 * sigma)
+    minus_x_minus = jnp.where(
+        sigma > 0, lam2 / jnp.where(sigma > 0, K + 2 * sigma, 1.0), K - 2 * sigma
+    )
     kt = K * t / tau
     E = jnp.where(positive, jnp.exp(-kt), 1.0)
     phi = jnp.where(positive & (t > 0), -jnp.expm1(-kt) / (2 * safe_K), t / (2 * tau))
@@ -93,7 +95,7 @@ def _riccati(x0, sigma, lam2, K, t, tau):
 
 
 def scalar_mode(t, s, a0, b0, tau=1.0):
-    r"""Exact solution of the scalar pair $\tau\,\dot a = (s - ab)\,b$, $\tau\,\dot b = (s - ab)\,a$.
+    r"""Exact solution of the pair $\tau\,\dot a = (s - ab)\,b$, $\tau\,\dot b = (s - ab)\,a$.
 
     For any start $(a_0, b_0)$, balanced or not (Saxe et al. 2014; Kunin et al. 2024;
     Dominé et al. 2025). The imbalance $\lambda = b^2 - a^2$ is conserved. With
