@@ -1,0 +1,1 @@
+"""Beyond linear networks: two-layer ReLU teacher-student, lazy vs feature learning, Langevin dynamics."""

@@ -1,0 +1,255 @@
+r"""Gradient Langevin dynamics: the SDE, its discretisations GLD and SGLD, and a two-phase schedule.
+
+$$dX_t = -\nabla L(X_t)\,dt + \sqrt{2/\beta}\; dB_t,$$
+
+whose stationary law is the Gibbs measure $\pi \propto e^{-\beta L}$ (source 003). Its Euler-Maruyama
+discretisation with step $\eta$ is GLD, $X_{k+1} = X_k - \eta \nabla L(X_k) + \sqrt{2\eta/\beta}\,\xi_k$;
+SGLD replaces $\nabla L$ by a minibatch estimate (Welling & Teh 2011).
+"""
+
+from __future__ import annotations
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import lineax as lx
+import numpy as np
+from jax.flatten_util import ravel_pytree
+
+from .._checks import check_positive, check_times
+from .._descent import gradient_descent
+from .._objective import Objective, as_objective, vmap_n
+from .._trajectory import Trajectory
+
+
+def _noise_like(key, tree):
+    """Independent standard normal noise shaped like every leaf of `tree`."""
+    leaves, treedef = jax.tree.flatten(tree)
+    keys = jax.random.split(key, len(leaves))
+    return jax.tree.unflatten(
+        treedef, [jax.random.normal(k, x.shape, x.dtype) for k, x in zip(keys, leaves)]
+    )
+
+
+def _sgld_gradients(objective: Objective, params, samples, key, batch_size):
+    """Gradients on a random minibatch of `samples`, drawn independently for every chain."""
+    n = jax.tree.leaves(samples)[0].shape[0]
+    batch = jax.tree.leaves(params)[0].shape[: objective.batch_ndim]
+    keys = jax.random.split(key, int(np.prod(batch))).reshape(batch)
+
+    def single(p, k):
+        idx = jax.random.choice(k, n, (batch_size,), replace=False)
+        return jax.grad(objective.loss_fn)(p, jax.tree.map(lambda s: s[idx], samples))
+
+    return vmap_n(single, objective.batch_ndim)(params, keys)
+
+
+@eqx.filter_jit
+def _gld_chunk(objective, state, lr, beta, key, samples, *, n_saves, save_every, batch_size):
+    def step(carry, _):
+        params, k = carry
+        kg, kn = jax.random.split(jax.random.fold_in(key, k))
+        if samples is None:
+            grads = objective.gradients(params)
+        else:
+            grads = _sgld_gradients(objective, params, samples, kg, batch_size)
+        noise = _noise_like(kn, params)
+        params = jax.tree.map(
+            lambda p, g, xi: p - lr * g + jnp.sqrt(2 * lr / beta) * xi, params, grads, noise
+        )
+        return (params, k + 1), None
+
+    def save(carry, _):
+        carry, _ = jax.lax.scan(step, carry, None, length=save_every)
+        return carry, carry[0]
+
+    return jax.lax.scan(save, state, None, length=n_saves)
+
+
+def langevin_descent(
+    objective,
+    params0,
+    *,
+    steps: int,
+    lr,
+    beta,
+    key,
+    save_every: int = 1,
+    samples=None,
+    batch_size: int | None = None,
+) -> Trajectory:
+    r"""Gradient Langevin dynamics (GLD), or SGLD with minibatches, for a batch of chains.
+
+    $$\theta_{k+1} = \theta_k - \eta\, \widehat{\nabla L}(\theta_k) + \sqrt{2\eta/\beta}\;\xi_k,
+    \qquad \xi_k \sim N(0, I),$$
+
+    with $\widehat{\nabla L} = \nabla L$ (GLD) or, given `samples` and `batch_size`, the gradient
+    of `loss_fn(params, minibatch)` on a random minibatch drawn each step for each chain
+    (SGLD). Every chain
+    (every index of the objective's batch axes) gets independent noise. For small $\eta$ the
+    chains sample $\pi \propto e^{-\beta L}$; for a quadratic $L = \frac12 \theta^\top H \theta$
+    the stationary covariance is $(\beta H)^{-1} (I - \eta H / 2)^{-1}$.
+
+    **Arguments:**
+
+    - `objective`: a `linflow.Objective` (or callable loss of one chain's parameters); for SGLD,
+      its `loss_fn(params, minibatch)` takes the minibatch as second argument.
+    - `params0`: parameters with the objective's leading batch axes (one per chain).
+    - `steps`, `save_every` (must divide `steps`), `lr` $\eta > 0$, `beta` $\beta > 0$, `key`.
+    - `samples`, `batch_size`: a pytree of data with a leading sample axis, and the minibatch size.
+
+    **Returns:** a `Trajectory` with `ts` in steps and the parameters at those steps.
+
+    **Raises:** `ValueError` for bad arguments.
+
+    **Example:**
+
+    ```python
+    objective = linflow.Objective(lambda x: 0.5 * x @ H @ x, batch=(10000,))
+    traj = linflow.langevin_descent(objective, jnp.zeros((10000, 2)), steps=2000, lr=0.01,
+                                    beta=4.0, key=jax.random.key(0), save_every=100)
+    ```
+    """
+    fn = "langevin_descent"
+    objective = as_objective(fn, objective)
+    if samples is None:
+        params0 = objective.check_params(fn, params0)
+    else:  # validate against the loss on all samples, which has the one-argument signature
+        full = Objective(lambda p: objective.loss_fn(p, samples), batch_ndim=objective.batch_ndim)
+        params0 = full.check_params(fn, params0)
+    check_positive(fn, "lr", lr)
+    check_positive(fn, "beta", beta)
+    if not isinstance(steps, int | np.integer) or steps < 0:
+        raise ValueError(f"{fn}(..., steps={steps!r}) must be a non-negative int.")
+    if not isinstance(save_every, int | np.integer) or save_every < 1 or steps % save_every:
+        raise ValueError(f"{fn}(..., save_every={save_every!r}) must divide steps={steps}.")
+    if (samples is None) != (batch_size is None):
+        raise ValueError(f"{fn}(..., samples=..., batch_size=...) go together (SGLD).")
+    if samples is not None:
+        n = jax.tree.leaves(samples)[0].shape[0]
+        if not isinstance(batch_size, int | np.integer) or not 1 <= batch_size <= n:
+            raise ValueError(f"{fn}(..., batch_size={batch_size!r}) must be an int in [1, {n}].")
+    dtype = jax.tree.leaves(params0)[0].dtype
+    state = (params0, jnp.asarray(0))
+    n_saves = steps // save_every
+    _, saved = _gld_chunk(
+        objective,
+        state,
+        jnp.asarray(lr, dtype),
+        jnp.asarray(beta, dtype),
+        key,
+        samples,
+        n_saves=n_saves,
+        save_every=save_every,
+        batch_size=batch_size,
+    )
+    params = jax.tree.map(lambda p0, s: jnp.concatenate([p0[None], s]), params0, saved)
+    return Trajectory(ts=jnp.arange(n_saves + 1, dtype=dtype) * save_every, weights=params)
+
+
+@eqx.filter_jit
+def _sde_solve(objective, y0, unravel, ts, beta, key, dt, solver, max_steps):
+    def drift(t, y, args):
+        return -ravel_pytree(objective.gradients(unravel(y)))[0]
+
+    def diffusion(t, y, args):
+        return lx.DiagonalLinearOperator(jnp.full_like(y, jnp.sqrt(2 / beta)))
+
+    # Constant steps visit each interval once, so independent increments drawn on demand
+    # are exact (and far cheaper than a VirtualBrownianTree for many chains).
+    brownian = diffrax.UnsafeBrownianPath(shape=y0.shape, key=key)
+    terms = diffrax.MultiTerm(diffrax.ODETerm(drift), diffrax.ControlTerm(diffusion, brownian))
+    return diffrax.diffeqsolve(
+        terms,
+        solver,
+        t0=jnp.zeros((), y0.dtype),
+        t1=ts[-1],
+        dt0=dt,
+        y0=y0,
+        saveat=diffrax.SaveAt(ts=ts),
+        max_steps=max_steps,
+        adjoint=diffrax.ForwardMode(),
+    )
+
+
+def langevin_flow(
+    objective, params0, ts, *, beta, key, dt, solver=None, max_steps: int = 1_000_000
+) -> Trajectory:
+    r"""The Langevin SDE $d\theta = -\nabla L(\theta)\,dt + \sqrt{2/\beta}\,dB_t$ with diffrax.
+
+    All chains (the objective's batch axes) are one state driven by independent Brownian
+    motions (`diffrax.UnsafeBrownianPath`), integrated with a constant step `dt` by
+    `solver` (default `diffrax.Euler()`, i.e. Euler-Maruyama; any solver for additive noise
+    that takes plain Brownian increments, such as `diffrax.Heun()`, works).
+
+    **Arguments:** `objective` (a `linflow.Objective` or callable), `params0` with the
+    objective's batch axes, `ts` increasing save times $\ge 0$ (the start is $t = 0$),
+    `beta` $\beta > 0$, `key`, `dt` > 0, `solver`, `max_steps`.
+
+    **Returns:** a `Trajectory` of the parameters at `ts`.
+
+    **Raises:** `ValueError` for bad arguments.
+
+    **Example:**
+
+    ```python
+    traj = linflow.langevin_flow(objective, x0, jnp.array([0.0, 5.0]), beta=4.0,
+                                 key=jax.random.key(0), dt=0.01)
+    ```
+    """
+    fn = "langevin_flow"
+    objective = as_objective(fn, objective)
+    params0 = objective.check_params(fn, params0)
+    y0, unravel = ravel_pytree(params0)
+    ts = check_times(fn, ts).astype(y0.dtype)
+    check_positive(fn, "beta", beta)
+    check_positive(fn, "dt", dt)
+    solver = diffrax.Euler() if solver is None else solver
+    beta = jnp.asarray(beta, y0.dtype)
+    sol = _sde_solve(objective, y0, unravel, ts, beta, key, float(dt), solver, int(max_steps))
+    return Trajectory(ts=ts, weights=jax.vmap(unravel)(sol.ys))
+
+
+def two_phase(
+    explore,
+    converge,
+    params0,
+    *,
+    explore_steps: int,
+    converge_steps: int,
+    lr,
+    beta,
+    key,
+    save_every: int = 1,
+) -> Trajectory:
+    r"""Two-phase optimisation: GLD exploration, then plain gradient descent (source 003).
+
+    Phase 1 runs GLD on `explore` (e.g. the $L^2$-regularised teacher-student loss) for
+    `explore_steps`; phase 2 runs noise-free gradient descent on `converge` (e.g. the
+    unregularised loss) from where phase 1 ended (Akiyama & Suzuki 2022: a global search, then
+    linear convergence to the global optimum).
+
+    **Arguments:** the two objectives (sharing batch axes), `params0`, step counts (multiples
+    of `save_every`), `lr` $\eta$, `beta` $\beta$, `key`.
+
+    **Returns:** one `Trajectory` over both phases (`ts` in steps; `stats["switch"]` is the step
+    where phase 2 starts).
+
+    **Example:**
+
+    ```python
+    traj = linflow.two_phase(problem.with_penalty(1e-3, "l2").objective(),
+                             problem.with_penalty(0.0).objective(), student,
+                             explore_steps=2000, converge_steps=2000, lr=0.05, beta=1e4,
+                             key=jax.random.key(0), save_every=50)
+    ```
+    """
+    first = langevin_descent(
+        explore, params0, steps=explore_steps, lr=lr, beta=beta, key=key, save_every=save_every
+    )
+    start = jax.tree.map(lambda p: p[-1], first.weights)
+    second = gradient_descent(converge, start, steps=converge_steps, lr=lr, save_every=save_every)
+    weights = jax.tree.map(lambda a, b: jnp.concatenate([a, b[1:]]), first.weights, second.weights)
+    ts = jnp.concatenate([first.ts, first.ts[-1] + second.ts[1:]])
+    return Trajectory(ts=ts, weights=weights, stats={"switch": explore_steps})
