@@ -1,1 +1,1 @@
-"""Beyond linear networks: two-layer ReLU teacher-student, lazy vs feature learning, Langevin dynamics."""
+"""Beyond linear networks: ReLU teacher-student, lazy vs feature learning, Langevin dynamics."""

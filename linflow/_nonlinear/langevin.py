@@ -2,9 +2,10 @@ r"""Gradient Langevin dynamics: the SDE, its discretisations GLD and SGLD, and a
 
 $$dX_t = -\nabla L(X_t)\,dt + \sqrt{2/\beta}\; dB_t,$$
 
-whose stationary law is the Gibbs measure $\pi \propto e^{-\beta L}$ (source 003). Its Euler-Maruyama
-discretisation with step $\eta$ is GLD, $X_{k+1} = X_k - \eta \nabla L(X_k) + \sqrt{2\eta/\beta}\,\xi_k$;
-SGLD replaces $\nabla L$ by a minibatch estimate (Welling & Teh 2011).
+whose stationary law is the Gibbs measure $\pi \propto e^{-\beta L}$ (source 003). Its
+Euler-Maruyama discretisation with step $\eta$ is GLD,
+$X_{k+1} = X_k - \eta \nabla L(X_k) + \sqrt{2\eta/\beta}\,\xi_k$; SGLD replaces $\nabla L$ by a
+minibatch estimate (Welling & Teh 2011).
 """
 
 from __future__ import annotations
