@@ -101,6 +101,8 @@ def figure(results, path):
     )
     ax.axhline(results["statistical_error"], color="grey", linestyle="--", label="sampling error")
     ax.axhline(results["sde_euler_dt_0.01_error_vs_gibbs"], color="C1", label="SDE, dt = 0.01")
+    ax.set_xticks(lrs, [f"{lr:g}" for lr in lrs])
+    ax.minorticks_off()
     ax.set(
         xlabel=r"step $\eta$", ylabel="covariance error vs Gibbs", title="Langevin on a quadratic"
     )
