@@ -15,6 +15,7 @@ shrink under the flow ($\tau\,\dot a^i = -\sum_j (a^i\cdot b^j)\, b^j$).
 
 from __future__ import annotations
 
+import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array
 
@@ -32,6 +33,7 @@ def _complete(basis: Array) -> Array:
     return jnp.concatenate([basis, q[:, k:n]], axis=1)
 
 
+@eqx.filter_jit  # one compiled call instead of a dozen small ones
 def mode_bases(task: Task):
     r"""The task's modes completed to orthogonal bases: $\Sigma_{yx} = U \bar S V^\top$.
 
@@ -68,16 +70,24 @@ def mode_task(task: Task) -> Task:
     linflow.loss(linflow.mode_task(task), linflow.to_modes(task, weights))
     ```
     """
+    s_bar, sigma_xx, sigma_yy = _mode_statistics(task)
+    return Task(s_bar, sigma_xx, sigma_yy=sigma_yy)
+
+
+@eqx.filter_jit
+def _mode_statistics(task: Task):
+    r"""$\bar S$, $V^\top \Sigma_{xx} V$, $U^\top \Sigma_{yy} U$ (or `None`)."""
     U, s, V = mode_bases(task)
     m, d = task.output_dim, task.input_dim
     k = s.shape[0]
     s_bar = jnp.zeros((m, d), s.dtype).at[jnp.arange(k), jnp.arange(k)].set(s)
-    sxx = None
-    if not task.whitened:
-        sxx = V.T @ task.sigma_xx @ V
-        sxx = 0.5 * (sxx + sxx.T)
+    sxx = None if task.whitened else V.T @ task.sigma_xx @ V
     syy = None if task.sigma_yy is None else U.T @ task.sigma_yy @ U
-    return Task(s_bar, sxx, sigma_yy=None if syy is None else 0.5 * (syy + syy.T))
+    return s_bar, _symmetric(sxx), _symmetric(syy)
+
+
+def _symmetric(x):
+    return None if x is None else 0.5 * (x + x.T)
 
 
 def _rotate(weights, left: Array, right: Array):
