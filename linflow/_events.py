@@ -87,8 +87,10 @@ def learning_times(
 
     - `task`, `weights0` (tuple, each `(*batch, h_l, h_{l-1})`), `tau` as for `gradient_flow`.
     - `fractions`: the fractions $f$, shape `(F,)`.
-    - `t_max`: give up at this time (default $40\,\tau/s_{\min}$, $s_{\min}$ the smallest
-      positive singular value: enough for balanced starts down to $u_0 \approx e^{-60} s$).
+    - `t_max`: give up at this time (default $100\,\tau/s_{\min}$, $s_{\min}$ the smallest
+      positive singular value; raise it for deep networks started very close to zero, whose
+      plateaus grow like a power of $1/u_0$). A solve ends at its event, so a generous `t_max`
+      costs little.
     - `rtol`, `atol`, `max_steps`: solver settings.
 
     **Returns:** times, shape `(*batch, k, F)` with `k = min(m, d)`: 0 for a mode already at or
@@ -109,6 +111,8 @@ def learning_times(
     check_positive(fn, "tau", tau)
     check_positive(fn, "rtol", rtol)
     check_positive(fn, "atol", atol)
+    if not isinstance(max_steps, int | np.integer) or max_steps < 1:
+        raise ValueError(f"{fn}(..., max_steps={max_steps!r}) must be a positive int.")
     fractions = jnp.asarray(fractions, dtype)
     if fractions.ndim != 1 or fractions.shape[0] == 0:
         raise ValueError(f"{fn}(..., fractions=...) must be a non-empty 1-D array.")
@@ -118,7 +122,7 @@ def learning_times(
     k, n_f = s.shape[0], fractions.shape[0]
     if t_max is None:
         positive = np.asarray(s)[np.asarray(s) > 0]
-        t_max = 40.0 * float(tau) / positive.min() if positive.size else 1.0
+        t_max = 100.0 * float(tau) / positive.min() if positive.size else 1.0
     check_positive(fn, "t_max", t_max)
     batch = weights0[0].shape[:-2]
     flat = tuple(w.reshape((-1, *w.shape[-2:])) for w in to_modes(task, weights0))
