@@ -183,6 +183,8 @@ def phase_portrait(
 
     **Returns:** the matplotlib Axes.
 
+    **Raises:** `ValueError` unless `s`, `tau` and `extent` are positive.
+
     **Example:**
 
     ```python
@@ -194,9 +196,13 @@ def phase_portrait(
     import jax.numpy as jnp
     from matplotlib.lines import Line2D
 
+    from ._checks import check_positive
     from ._exact.scalar import scalar_mode
     from ._phase import fixed_points, scalar_pair
 
+    for name, value in (("s", s), ("tau", tau), ("extent", extent)):
+        check_positive("phase_portrait", name, value)
+    s = float(s)
     ax = _axes(ax)
     field = scalar_pair(s, tau)
     lim = float(extent)

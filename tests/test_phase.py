@@ -111,3 +111,5 @@ def test_phase_portrait_renders(tmp_path):
     trajectories = [line for line in ax.get_lines() if line.get_linewidth() == 1.0]
     ends = np.array([line.get_xydata()[-1] for line in trajectories if len(line.get_xydata()) > 1])
     assert len(ends) == 2 and np.allclose(ends[:, 0] * ends[:, 1], 1.0, atol=1e-3)
+    with pytest.raises(ValueError, match="phase_portrait"):
+        linflow.plot.phase_portrait(-1.0)
