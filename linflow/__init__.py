@@ -4,7 +4,18 @@ import importlib.metadata
 
 from . import plot as plot
 from . import tasks as tasks
+from ._completion import completion_objective as completion_objective
+from ._completion import effective_rank as effective_rank
+from ._completion import low_rank_matrix as low_rank_matrix
+from ._completion import nuclear_norm_completion as nuclear_norm_completion
+from ._completion import observation_mask as observation_mask
+from ._completion import observed_loss as observed_loss
+from ._completion import sensing_loss as sensing_loss
+from ._completion import unobserved_error as unobserved_error
 from ._descent import gradient_descent as gradient_descent
+from ._end_to_end import end_to_end_flow as end_to_end_flow
+from ._end_to_end import preconditioned_gradient as preconditioned_gradient
+from ._end_to_end import singular_value_velocity as singular_value_velocity
 from ._exact import CLOSED_FORMS as CLOSED_FORMS
 from ._exact import ClosedForm as ClosedForm
 from ._exact import exact_flow as exact_flow
@@ -18,6 +29,7 @@ from ._init import init_weights as init_weights
 from ._loss import gradients as gradients
 from ._loss import loss as loss
 from ._loss import product as product
+from ._objective import Objective as Objective
 from ._task import Task as Task
 from ._trajectory import Trajectory as Trajectory
 
