@@ -121,14 +121,14 @@ def main(argv=None):
         results[f"k={k}"] = {
             "spectrum": np.asarray(spectrum).tolist(),
             "effective_rank": float(linflow.effective_rank(jnp.diag(spectrum))),
-            "dims_above_1e-2": int(jnp.sum(spectrum > 1e-2)),
+            "dims_above_1e-3": int(jnp.sum(spectrum > 1e-3)),
             "train_mse": float(reconstruction_loss(trained, x_train)),
             "test_mse": float(reconstruction_loss(trained, x_test)),
             "seconds": time.perf_counter() - start,
         }
         r = results[f"k={k}"]
         print(
-            f"k={k}: effective rank {r['effective_rank']:.2f}, {r['dims_above_1e-2']} dims > 1e-2, "
+            f"k={k}: effective rank {r['effective_rank']:.2f}, {r['dims_above_1e-3']} dims > 1e-3, "
             f"test MSE {r['test_mse']:.4f} ({r['seconds']:.1f} s)"
         )
 
