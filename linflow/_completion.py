@@ -70,7 +70,21 @@ def observation_mask(key, shape, n_obs: int, *, dtype=None) -> Array:
 
 
 def observed_loss(w: Array, data) -> Array:
-    r"""$\ell(W) = \tfrac12 \sum_{(i,j)\in\Omega} (W_{ij} - M_{ij})^2$ for `data = (M, mask)`."""
+    r"""Squared error on the observed entries $\Omega$ of the target $M$.
+
+    $\ell(W) = \tfrac12 \sum_{(i,j)\in\Omega} (W_{ij} - M_{ij})^2$ (Arora et al. 2019).
+
+    **Arguments:** `w` $W$, `(m, d)`; `data = (M, mask)`, both `(m, d)`, `mask` 0/1 marking
+    $\Omega$.
+
+    **Returns:** a scalar (one initialisation; vmap or use `completion_objective` for batches).
+
+    **Example:**
+
+    ```python
+    jax.grad(linflow.observed_loss)(W, (M, mask))   # mask * (W - M)
+    ```
+    """
     target, mask = data
     return 0.5 * jnp.sum(mask * (w - target) ** 2)
 
@@ -78,8 +92,18 @@ def observed_loss(w: Array, data) -> Array:
 def sensing_loss(w: Array, data) -> Array:
     r"""$\ell(W) = \tfrac12 \sum_i (\langle A_i, W\rangle - y_i)^2$ for `data = (A, y)`.
 
-    `A` has shape `(k, m, d)` (the measurement matrices), `y` shape `(k,)`; a mask is the
-    special case $A_i = e_a e_b^\top$.
+    **Arguments:** `w` $W$, `(m, d)`; `data = (A, y)` with the measurement matrices `A`,
+    `(k, m, d)`, and the measurements `y`, `(k,)`. A mask is the special case
+    $A_i = e_a e_b^\top$.
+
+    **Returns:** a scalar (one initialisation).
+
+    **Example:**
+
+    ```python
+    y = jnp.einsum("kmd,md->k", A, M)
+    objective = linflow.Objective(linflow.sensing_loss, (A, y))
+    ```
     """
     a, y = data
     return 0.5 * jnp.sum((jnp.einsum("kmd,md->k", a, w) - y) ** 2)
