@@ -4,7 +4,18 @@ import importlib.metadata
 
 from . import plot as plot
 from . import tasks as tasks
+from ._completion import completion_objective as completion_objective
+from ._completion import effective_rank as effective_rank
+from ._completion import low_rank_matrix as low_rank_matrix
+from ._completion import nuclear_norm_completion as nuclear_norm_completion
+from ._completion import observation_mask as observation_mask
+from ._completion import observed_loss as observed_loss
+from ._completion import sensing_loss as sensing_loss
+from ._completion import unobserved_error as unobserved_error
 from ._descent import gradient_descent as gradient_descent
+from ._end_to_end import end_to_end_flow as end_to_end_flow
+from ._end_to_end import preconditioned_gradient as preconditioned_gradient
+from ._end_to_end import singular_value_velocity as singular_value_velocity
 from ._events import acquisition_order as acquisition_order
 from ._events import learning_times as learning_times
 from ._events import plateau_lengths as plateau_lengths
@@ -29,6 +40,7 @@ from ._modes import mode_flow as mode_flow
 from ._modes import mode_task as mode_task
 from ._modes import mode_vectors as mode_vectors
 from ._modes import to_modes as to_modes
+from ._objective import Objective as Objective
 from ._phase import FIXED_POINT_KINDS as FIXED_POINT_KINDS
 from ._phase import FixedPoint as FixedPoint
 from ._phase import fixed_points as fixed_points

@@ -20,6 +20,8 @@ class Trajectory(eqx.Module):
 
     - `ts`: save times, shape `(T,)`.
     - `weights`: tuple $(W_1, \dots, W_N)$, each of shape `(T, *batch, h_l, h_{l-1})`.
+      For a general `linflow.Objective`, the parameter pytree, each leaf `(T, *batch, ...)`;
+      the linear-network methods below then do not apply.
     - `stats`: engine-specific information (solver steps, result codes), a dict.
 
     **Example:**
