@@ -10,16 +10,11 @@ import optax
 
 from ._checks import check_positive, check_weights
 from ._loss import layer_gradients
+from ._objective import Objective, as_objective
+from ._objective import vmap_n as _vmap_n
 from ._progress import progress_bar
 from ._task import Task
 from ._trajectory import Trajectory
-
-
-def _vmap_n(fn, n: int):
-    """`fn` vmapped over `n` leading batch axes of every argument."""
-    for _ in range(n):
-        fn = jax.vmap(fn)
-    return fn
 
 
 def _minibatch_statistics(task: Task, key, step, batch_size: int):
@@ -38,16 +33,18 @@ def _minibatch_statistics(task: Task, key, step, batch_size: int):
 @eqx.filter_jit
 def _run_chunk(task, state, lr, optimizer, key, *, n_saves: int, save_every: int, batch_size):
     """Advance `n_saves * save_every` steps, returning the new state and the saved weights."""
-    n_batch = state[0][0].ndim - 2
+    n_batch = _batch_ndim(task, state[0])
 
     def step(carry, _):
         weights, opt_state, k = carry
-        if batch_size is None:
+        if isinstance(task, Objective):
+            grads = task.gradients(weights)
+        elif batch_size is None:
             grads = layer_gradients(weights, task.sigma_yx, task._sigma_xx)
         else:
             grads = layer_gradients(weights, *_minibatch_statistics(task, key, k, batch_size))
         if optimizer is None:
-            weights = tuple(w - lr * g for w, g in zip(weights, grads))
+            weights = jax.tree.map(lambda w, g: w - lr * g, weights, grads)
         else:
             updates, opt_state = _vmap_n(optimizer.update, n_batch)(grads, opt_state, weights)
             weights = optax.apply_updates(weights, updates)
@@ -58,6 +55,11 @@ def _run_chunk(task, state, lr, optimizer, key, *, n_saves: int, save_every: int
         return carry, carry[0]
 
     return jax.lax.scan(save, state, None, length=n_saves)
+
+
+def _batch_ndim(task, weights) -> int:
+    """Number of batch axes: the objective's, or those before a weight matrix's last two."""
+    return task.batch_ndim if isinstance(task, Objective) else weights[0].ndim - 2
 
 
 def gradient_descent(
@@ -73,7 +75,7 @@ def gradient_descent(
     progress: bool = False,
     throw: bool = True,
 ) -> Trajectory:
-    r"""Train a linear network by gradient descent, for a whole batch of initialisations at once.
+    r"""Train a linear network (or any objective) by gradient descent, a batch of starts at once.
 
     Full-batch gradient descent (the default) takes
     $W_l \leftarrow W_l - \eta\, \partial L / \partial W_l$, e.g. for two layers
@@ -86,10 +88,16 @@ def gradient_descent(
     initialisation separately. The whole run is one jitted `lax.scan`. Step $k$ matches the
     gradient flow at $t = k$ with $\tau = 1/\eta$.
 
+    With a `linflow.Objective` (or a plain callable, taken as an unbatched objective) in place
+    of the task, the same loop trains any pytree of parameters on $\ell(\theta)$, with
+    $\nabla\ell$ from `jax.grad` vmapped over the objective's batch axes.
+
     **Arguments:**
 
-    - `task`: the `linflow.Task` (with data, for `batch_size`).
-    - `weights0`: tuple $(W_1, \dots, W_N)$, each `(*batch, h_l, h_{l-1})`.
+    - `task`: the `linflow.Task` (with data, for `batch_size`), or a `linflow.Objective` or
+      callable `loss_fn(params) -> scalar`.
+    - `weights0`: tuple $(W_1, \dots, W_N)$, each `(*batch, h_l, h_{l-1})`; for an objective,
+      the parameter pytree with the objective's leading batch axes on every leaf.
     - `steps`: number of updates; `save_every` must divide it.
     - `lr`: learning rate $\eta > 0$ of plain gradient descent (omit when passing `optimizer`).
     - `optimizer`: an `optax.GradientTransformation`, e.g. `optax.adam(1e-2)`.
@@ -98,7 +106,8 @@ def gradient_descent(
     - `throw`: raise if the weights diverge (otherwise `stats["diverged"]` flags them).
 
     **Returns:** a `Trajectory` with `ts = 0, save_every, ..., steps` (in steps) and the weights
-    at those steps; `stats["diverged"]` has shape `batch`.
+    (for an objective, the parameter pytree) at those steps, each leaf with a leading time
+    axis; `stats["diverged"]` has shape `batch`.
 
     **Raises:** `ValueError` for bad arguments, and when the weights become inf or NaN,
     naming the learning rate.
@@ -111,7 +120,11 @@ def gradient_descent(
     ```
     """
     fn = "gradient_descent"
-    weights0 = check_weights(fn, weights0, task.input_dim, task.output_dim)
+    if isinstance(task, Task):
+        weights0 = check_weights(fn, weights0, task.input_dim, task.output_dim)
+    else:
+        task = as_objective(fn, task)
+        weights0 = task.check_params(fn, weights0)
     if not isinstance(steps, int | np.integer) or steps < 0:
         raise ValueError(f"{fn}(..., steps={steps!r}) must be a non-negative int.")
     if not isinstance(save_every, int | np.integer) or save_every < 1 or steps % save_every:
@@ -129,6 +142,8 @@ def gradient_descent(
     elif not isinstance(optimizer, optax.GradientTransformation):
         raise ValueError(f"{fn}(..., optimizer=...) must be an optax.GradientTransformation.")
     if batch_size is not None:
+        if isinstance(task, Objective):
+            raise ValueError(f"{fn}(..., batch_size=...) only applies to a Task with data.")
         if not task.has_data:
             raise ValueError(
                 f"{fn}(..., batch_size={batch_size}) needs a task with data (Task.from_data)."
@@ -141,8 +156,8 @@ def gradient_descent(
         batch_size = int(batch_size)
     key = jax.random.key(0) if key is None else key
 
-    dtype = weights0[0].dtype
-    n_batch = weights0[0].ndim - 2
+    dtype = jax.tree.leaves(weights0)[0].dtype
+    n_batch = _batch_ndim(task, weights0)
     opt_state = None if optimizer is None else _vmap_n(optimizer.init, n_batch)(weights0)
     state = (weights0, opt_state, jnp.asarray(0))
     lr_array = None if lr is None else jnp.asarray(lr, dtype)
@@ -166,11 +181,11 @@ def gradient_descent(
             )
             saved.append(block)
             bar.update(size * save_every)
-    weights = tuple(
-        jnp.concatenate([w0[None], *(block[l] for block in saved)]) for l, w0 in enumerate(weights0)
+    weights = jax.tree.map(
+        lambda w0, *blocks: jnp.concatenate([w0[None], *blocks]), weights0, *saved
     )
     ts = jnp.arange(n_saves + 1, dtype=dtype) * save_every
-    diverged = _diverged(weights)
+    diverged = _diverged(weights, n_batch)
     if throw and bool(jnp.any(diverged)):
         first = int(np.argmax(~np.asarray(_finite_per_save(weights))))
         what = f"lr={lr!r}" if optimizer is None else "optimizer=... (lower its learning rate)"
@@ -186,13 +201,18 @@ def gradient_descent(
 def _finite_per_save(weights):
     """Whether every weight of every initialisation is finite, per save, shape `(T,)`."""
     return jnp.stack(
-        [jnp.all(jnp.isfinite(w.reshape(w.shape[0], -1)), axis=1) for w in weights]
+        [jnp.all(jnp.isfinite(w.reshape(w.shape[0], -1)), axis=1) for w in jax.tree.leaves(weights)]
     ).all(0)
 
 
-def _diverged(weights):
+def _diverged(weights, n_batch: int):
     """Per initialisation: did any weight end inf or NaN? Shape `batch`."""
-    return jnp.stack([~jnp.all(jnp.isfinite(w[-1]), axis=(-2, -1)) for w in weights]).any(0)
+    return jnp.stack(
+        [
+            ~jnp.all(jnp.isfinite(w[-1].reshape(*w.shape[1 : 1 + n_batch], -1)), axis=-1)
+            for w in jax.tree.leaves(weights)
+        ]
+    ).any(0)
 
 
 def _chunk_sizes(n: int, pieces: int = 20) -> list[int]:

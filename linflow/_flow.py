@@ -10,25 +10,33 @@ import numpy as np
 
 from ._checks import check_positive, check_times, check_weights
 from ._loss import layer_gradients
+from ._objective import Objective, as_objective
 from ._task import Task
 from ._trajectory import Trajectory
 
 
 def _vector_field(t, weights, args):
     task, tau = args
+    if isinstance(task, Objective):
+        return jax.tree.map(lambda g: -g / tau, task.gradients(weights))
     grads = layer_gradients(weights, task.sigma_yx, task._sigma_xx)
     return tuple(-g / tau for g in grads)
 
 
-def batch_max_rms(tree):
+def batch_max_rms(tree, batch_ndim: int | None = None):
     """Largest root-mean-square over the batch: each initialisation gets its own error control.
 
-    Leaves are `(*batch, rows, cols)`; one shared step then satisfies the tolerance for every
+    Leaves are `(*batch, ...)` with `batch_ndim` batch axes (default: all but the last two,
+    as for weight matrices); one shared step then satisfies the tolerance for every
     trajectory, as a separate solve per trajectory would.
     """
     leaves = jax.tree.leaves(tree)
-    sq = sum(jnp.sum(jnp.abs(x) ** 2, axis=(-2, -1)) for x in leaves)
-    count = sum(x.shape[-2] * x.shape[-1] for x in leaves)
+
+    def event_axes(x):
+        return tuple(range(x.ndim - 2 if batch_ndim is None else batch_ndim, x.ndim))
+
+    sq = sum(jnp.sum(jnp.abs(x) ** 2, axis=event_axes(x)) for x in leaves)
+    count = sum(int(np.prod([x.shape[a] for a in event_axes(x)])) for x in leaves)
     return jnp.sqrt(jnp.max(sq) / count)
 
 
@@ -65,7 +73,7 @@ def gradient_flow(
     progress: bool = False,
     throw: bool = True,
 ) -> Trajectory:
-    r"""Integrate the gradient flow of a linear network with diffrax.
+    r"""Integrate the gradient flow of a linear network (or any objective) with diffrax.
 
     $$\tau \frac{dW_l}{dt} = -\frac{\partial L}{\partial W_l}
     = (W_N \cdots W_{l+1})^\top (\Sigma_{yx} - W \Sigma_{xx}) (W_{l-1} \cdots W_1)^\top,$$
@@ -76,10 +84,15 @@ def gradient_flow(
     size, chosen so that every initialisation meets the tolerances (`batch_max_rms`). The
     default solver is Tsit5 with a PID step-size controller.
 
+    With a `linflow.Objective` (or a plain callable, taken as an unbatched objective) in place
+    of the task, it integrates $\tau\,d\theta/dt = -\nabla\ell(\theta)$ for any parameter pytree,
+    with $\nabla\ell$ from `jax.grad` vmapped over the objective's batch axes.
+
     **Arguments:**
 
-    - `task`: the `linflow.Task`.
-    - `weights0`: tuple $(W_1, \dots, W_N)$ at $t = 0$, each `(*batch, h_l, h_{l-1})`.
+    - `task`: the `linflow.Task`, or a `linflow.Objective` or callable `loss_fn(params)`.
+    - `weights0`: tuple $(W_1, \dots, W_N)$ at $t = 0$, each `(*batch, h_l, h_{l-1})`; for an
+      objective, the parameter pytree with the objective's leading batch axes on every leaf.
     - `ts`: increasing times $\ge 0$ at which to save, shape `(T,)`.
     - `tau`: time constant $\tau > 0$ ($\tau = 1/\eta$ makes $t$ count gradient-descent steps).
     - `solver`: any diffrax solver (default `diffrax.Tsit5()`).
@@ -102,8 +115,15 @@ def gradient_flow(
     ```
     """
     fn = "gradient_flow"
-    weights0 = check_weights(fn, weights0, task.input_dim, task.output_dim)
-    ts = check_times(fn, ts).astype(weights0[0].dtype)
+    if isinstance(task, Task):
+        weights0 = check_weights(fn, weights0, task.input_dim, task.output_dim)
+        norm = batch_max_rms
+    else:
+        task = as_objective(fn, task)
+        weights0 = task.check_params(fn, weights0)
+        norm = eqx.Partial(batch_max_rms, batch_ndim=task.batch_ndim)
+    dtype = jax.tree.leaves(weights0)[0].dtype
+    ts = check_times(fn, ts).astype(dtype)
     check_positive(fn, "tau", tau)
     check_positive(fn, "rtol", rtol)
     check_positive(fn, "atol", atol)
@@ -112,12 +132,12 @@ def gradient_flow(
     solver = diffrax.Tsit5() if solver is None else solver
     if stepsize_controller is None:
         stepsize_controller = diffrax.PIDController(
-            rtol=rtol, atol=atol, pcoeff=0.4, icoeff=0.3, norm=batch_max_rms
+            rtol=rtol, atol=atol, pcoeff=0.4, icoeff=0.3, norm=norm
         )
     elif isinstance(stepsize_controller, diffrax.ConstantStepSize) and dt0 is None:
         raise ValueError(f"{fn}(..., stepsize_controller=ConstantStepSize()) needs dt0=....")
     meter = diffrax.TqdmProgressMeter() if progress else diffrax.NoProgressMeter()
-    tau = jnp.asarray(tau, weights0[0].dtype)
+    tau = jnp.asarray(tau, dtype)
     sol = _solve(task, weights0, ts, tau, solver, stepsize_controller, dt0, int(max_steps), meter)
     if throw and not bool(sol.result == diffrax.RESULTS.successful):
         raise RuntimeError(
@@ -126,6 +146,6 @@ def gradient_flow(
         )
     return Trajectory(
         ts=ts,
-        weights=tuple(sol.ys),
+        weights=sol.ys,
         stats={"result": sol.result, "num_steps": sol.stats["num_steps"]},
     )

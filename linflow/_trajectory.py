@@ -6,7 +6,7 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array
 
-from ._loss import _loss, product
+from ._loss import _loss, lift, product
 from ._task import Task
 
 
@@ -20,6 +20,8 @@ class Trajectory(eqx.Module):
 
     - `ts`: save times, shape `(T,)`.
     - `weights`: tuple $(W_1, \dots, W_N)$, each of shape `(T, *batch, h_l, h_{l-1})`.
+      For a general `linflow.Objective`, the parameter pytree, each leaf `(T, *batch, ...)`;
+      the linear-network methods below then do not apply.
     - `stats`: engine-specific information (solver steps, result codes), a dict.
 
     **Example:**
@@ -77,3 +79,40 @@ class Trajectory(eqx.Module):
             jnp.swapaxes(upper, -1, -2) @ upper - lower @ jnp.swapaxes(lower, -1, -2)
             for lower, upper in zip(self.weights[:-1], self.weights[1:])
         )
+
+    def learning_times(self, task: Task, fractions=(0.5,)) -> Array:
+        r"""First time each mode strength reaches $f\, s_\alpha$, read off the saved samples.
+
+        The first save time at which $u_\alpha \ge f s_\alpha$, refined by linear interpolation
+        with the sample before it: accurate to the square of the save spacing (for times exact
+        to the solver's tolerance, see `linflow.learning_times`).
+
+        **Arguments:** `task`; `fractions` the fractions $f$, shape `(F,)`.
+
+        **Returns:** times, shape `(*batch, k, F)`: `ts[0]` for a mode already past $f s_\alpha$,
+        `inf` for one that never gets there within `ts` (and for $s_\alpha = 0$).
+
+        **Example:**
+
+        ```python
+        traj.learning_times(task, (0.1, 0.5, 0.9))
+        ```
+        """
+        fractions = jnp.asarray(fractions, self.ts.dtype)
+        if fractions.ndim != 1 or not bool(jnp.all((fractions > 0) & (fractions < 1))):
+            raise ValueError(
+                "Trajectory.learning_times(..., fractions=...) must be 1-D with values in (0, 1)."
+            )
+        _, s, _ = task.modes()
+        u = self.mode_strengths(task)[..., None]  # (T, *batch, k, 1)
+        target = lift(s.reshape(-1, 1) * fractions.reshape(1, -1), u.ndim)
+        target = jnp.where(lift(s.reshape(-1, 1), u.ndim) > 0, target, jnp.inf)
+        above = u >= target
+        first = jnp.argmax(above, axis=0)[None]  # (1, *batch, k, F)
+        before = jnp.maximum(first - 1, 0)
+        u1 = jnp.take_along_axis(jnp.broadcast_to(u, above.shape), first, axis=0)[0]
+        u0 = jnp.take_along_axis(jnp.broadcast_to(u, above.shape), before, axis=0)[0]
+        t1, t0 = self.ts[first[0]], self.ts[before[0]]
+        du = jnp.where(first[0] > 0, u1 - u0, 1.0)
+        t = t0 + (t1 - t0) * jnp.clip((target[0] - u0) / du, 0.0, 1.0)
+        return jnp.where(jnp.any(above, axis=0), t, jnp.inf)

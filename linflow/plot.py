@@ -147,3 +147,130 @@ def loss(trajectories: dict[str, Trajectory], task: Task, *, ax=None, logy=True)
 def _style(i: int) -> dict:
     """Line style of the `i`-th trajectory (cycling)."""
     return _STYLES[i % len(_STYLES)]
+
+
+def phase_portrait(
+    s=1.0,
+    *,
+    tau=1.0,
+    extent=2.0,
+    starts=None,
+    t_max=None,
+    conserved=(-2.0, -0.5, 0.5, 2.0),
+    ax=None,
+):
+    r"""Phase portrait of one mode, $\tau\,\dot a = (s - ab)\,b$, $\tau\,\dot b = (s - ab)\,a$.
+
+    Draws, on $[-\text{extent}, \text{extent}]^2$ (source 004, exercise 6):
+
+    - the vector field (grey arrows of unit length, `linflow.scalar_pair`);
+    - the nullclines $\dot a = 0$ ($b = 0$ or $ab = s$) and $\dot b = 0$ ($a = 0$ or $ab = s$),
+      as the zero contours of the two components of the field;
+    - curves of the conserved imbalance $b^2 - a^2 = c$ for each $c$ in `conserved`;
+    - sample trajectories from the exact solution (`linflow.scalar_mode`);
+    - the fixed points found and classified by `linflow.fixed_points`: the saddle at the origin
+      and the hyperbola $ab = s$ of non-isolated fixed points.
+
+    **Arguments:**
+
+    - `s`, `tau`: singular value and time constant.
+    - `extent`: half-width of the square drawn.
+    - `starts`: initial points $(a_0, b_0)$ of the trajectories, shape `(P, 2)` (default: eight
+      points on a small circle around the origin, and four near the corners).
+    - `t_max`: length of the trajectories (default $8\tau/s$).
+    - `conserved`: the levels $c$ of $b^2 - a^2$ to draw.
+    - `ax`: a matplotlib Axes to draw into (default: a new figure).
+
+    **Returns:** the matplotlib Axes.
+
+    **Raises:** `ValueError` unless `s`, `tau` and `extent` are positive.
+
+    **Example:**
+
+    ```python
+    ax = linflow.plot.phase_portrait(1.0)
+    ax.figure.savefig("phase.png")
+    ```
+    """
+    import jax
+    import jax.numpy as jnp
+    from matplotlib.lines import Line2D
+
+    from ._checks import check_positive
+    from ._exact.scalar import scalar_mode
+    from ._phase import fixed_points, scalar_pair
+
+    for name, value in (("s", s), ("tau", tau), ("extent", extent)):
+        check_positive("phase_portrait", name, value)
+    s = float(s)
+    ax = _axes(ax)
+    field = scalar_pair(s, tau)
+    lim = float(extent)
+    if starts is None:
+        angle = np.linspace(0.0, 2 * np.pi, 8, endpoint=False) + np.pi / 8
+        corners = np.array([[1.0, -0.9], [-0.9, 1.0], [-1.0, 0.9], [0.9, -1.0]]) * 0.9 * lim
+        starts = np.concatenate([0.15 * lim * np.stack([np.cos(angle), np.sin(angle)], 1), corners])
+    starts = np.asarray(starts, dtype=float)
+    t_max = 8.0 * float(tau) / float(s) if t_max is None else float(t_max)
+
+    fine = np.linspace(-lim, lim, 201)
+    A, B = np.meshgrid(fine, fine)
+    flow = np.asarray(jax.jit(jax.vmap(field))(jnp.asarray(np.stack([A.ravel(), B.ravel()], 1))))
+    flow = flow.reshape(*A.shape, 2)
+    coarse = slice(None, None, 12)
+    speed = np.maximum(np.hypot(flow[..., 0], flow[..., 1]), 1e-12)
+    ax.quiver(
+        A[coarse, coarse],
+        B[coarse, coarse],
+        (flow[..., 0] / speed)[coarse, coarse],
+        (flow[..., 1] / speed)[coarse, coarse],
+        color="0.6",
+        angles="xy",
+        pivot="mid",
+        width=0.003,
+    )
+    ax.contour(A, B, flow[..., 0], levels=[0.0], colors="C0", linewidths=2.5, alpha=0.5)
+    ax.contour(A, B, flow[..., 1], levels=[0.0], colors="C1", linewidths=1.2, linestyles="--")
+    ax.contour(
+        A, B, B**2 - A**2, levels=sorted(conserved), colors="C2", linewidths=0.8, linestyles=":"
+    )
+
+    ts = np.linspace(0.0, t_max, 400)
+    a, b = jax.jit(scalar_mode)(ts[:, None], s, starts[None, :, 0], starts[None, :, 1], tau)
+    for p in range(starts.shape[0]):
+        ax.plot(np.asarray(a)[:, p], np.asarray(b)[:, p], color="black", linewidth=1.0)
+        ax.plot(*starts[p], "o", color="black", markersize=3)
+
+    grid = np.linspace(-lim, lim, 9)
+    guesses = np.stack(np.meshgrid(grid, grid), -1).reshape(-1, 2)
+    points = fixed_points(field, guesses)
+    markers = {"saddle": "X", "stable node": "o", "unstable node": "s", "non-isolated": "."}
+    handles = [
+        Line2D([], [], color="C0", linewidth=2.5, alpha=0.5, label=r"nullcline $\dot a = 0$"),
+        Line2D([], [], color="C1", linewidth=1.2, linestyle="--", label=r"nullcline $\dot b = 0$"),
+        Line2D([], [], color="C2", linewidth=0.8, linestyle=":", label=r"$b^2 - a^2$ = const"),
+        Line2D([], [], color="black", linewidth=1.0, label="trajectory"),
+    ]
+    for kind in dict.fromkeys(p.kind for p in points):
+        xy = np.array([np.asarray(p.point) for p in points if p.kind == kind])
+        size = 7 if kind == "non-isolated" else 11
+        ax.plot(xy[:, 0], xy[:, 1], markers.get(kind, "D"), color="C3", markersize=size, zorder=5)
+        handles.append(
+            Line2D(
+                [],
+                [],
+                marker=markers.get(kind, "D"),
+                color="C3",
+                linestyle="none",
+                markersize=size,
+                label=f"fixed point: {kind}",
+            )
+        )
+    ax.legend(handles=handles, fontsize="small", loc="upper left", framealpha=0.9)
+    ax.set_xlim(-lim, lim)
+    ax.set_ylim(-lim, lim)
+    ax.set_aspect("equal")
+    ax.set_xlabel("$a$")
+    ax.set_ylabel("$b$")
+    ax.set_title(rf"$\tau\,\dot a = (s - ab)\,b$, $\tau\,\dot b = (s - ab)\,a$, $s = {s:g}$")
+    return ax
