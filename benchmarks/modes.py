@@ -62,7 +62,7 @@ def _diffrax_fixed(ts, s, a0, b0, dt):
         args=s,
         saveat=diffrax.SaveAt(ts=ts),
         stepsize_controller=diffrax.ConstantStepSize(),
-        max_steps=100_000,
+        max_steps=None,  # unbounded while loop: the fastest diffrax configuration here
         throw=False,
     )
     return sol.ys

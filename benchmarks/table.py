@@ -62,7 +62,8 @@ def _agreement_table(workload: dict) -> list[str]:
     lines = [
         f"**(e) agreement with the closed forms** ({workload['description']})",
         "",
-        "| dtype | flow vs exact_flow | flow vs saxe_deep | GD vs flow (lr: error) | slope |",
+        "| dtype | flow vs exact_flow | flow vs saxe_deep | GD vs exact_flow (lr: error) "
+        "| log-log slope |",
         "| --- | --- | --- | --- | --- |",
     ]
     for dtype, r in workload["by_dtype"].items():
