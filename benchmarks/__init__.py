@@ -1,0 +1,1 @@
+"""linflow's benchmark suite: `python -m benchmarks [--quick] [--out PATH] [--only WORKLOAD]`."""

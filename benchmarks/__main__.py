@@ -1,0 +1,5 @@
+"""`python -m benchmarks`: run the suite (see `benchmarks.suite`)."""
+
+from .suite import main
+
+raise SystemExit(main())

@@ -1,0 +1,174 @@
+"""Timing, machine description and shared problem set-up for every workload."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import os
+import platform
+import re
+import statistics
+import subprocess
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import linflow
+
+PACKAGES = ("jax", "jaxlib", "numpy", "scipy", "torch", "diffrax", "equinox", "optax", "linflow")
+NOT_INSTALLED = {"status": "not installed"}
+
+
+def measure(fn, *, repeats: int, budget_s: float, sync=jax.block_until_ready):
+    """Time `fn()` after one warm-up call (which compiles): the median of up to `repeats` runs.
+
+    Fewer runs are taken when they would exceed `budget_s` (at least one). `compile_s` is the
+    first call's time minus the median, i.e. tracing, compilation and first-touch costs.
+
+    **Returns:** `(timing dict, output of the last call)`.
+    """
+    start = time.perf_counter()
+    out = sync(fn())
+    first = time.perf_counter() - start
+    times = []
+    while len(times) < repeats and (not times or sum(times) + times[0] <= budget_s):
+        start = time.perf_counter()
+        out = sync(fn())
+        times.append(time.perf_counter() - start)
+    median = statistics.median(times)
+    return {
+        "time_s": median,
+        "first_call_s": first,
+        "compile_s": max(first - median, 0.0),
+        "repeats": len(times),
+        "times_s": times,
+    }, out
+
+
+def with_ratios(peers: dict, work: float, unit_gflop: float | None = None) -> dict:
+    """Add `throughput` (`work` per second), GFLOP/s and `ratio_vs_linflow` to each timed peer.
+
+    The ratio is peer time / linflow time: above 1, linflow is faster.
+    """
+    reference = peers.get("linflow", {}).get("time_s")
+    for timing in peers.values():
+        if "time_s" not in timing:
+            continue
+        timing["throughput"] = work / timing["time_s"]
+        if unit_gflop is not None:
+            timing["gflop_per_s"] = unit_gflop / timing["time_s"]
+        if reference:
+            timing["ratio_vs_linflow"] = timing["time_s"] / reference
+    return peers
+
+
+def optional_torch():
+    """The `torch` module, or `None` when it is not installed (it is an optional peer)."""
+    try:
+        return importlib.import_module("torch")
+    except ImportError:
+        return None
+
+
+def torch_sync(torch):
+    """A `sync` for `measure` that waits for the torch device (a no-op on CPU)."""
+
+    def sync(out):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        return out
+
+    return sync
+
+
+def torch_device(torch) -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def versions() -> dict:
+    found = {}
+    for name in PACKAGES:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def _cpu_model() -> str:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or "unknown"
+    match = re.search(r"^model name\s*:\s*(.+)$", text, re.MULTILINE)
+    return match.group(1).strip() if match else "unknown"
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
+def machine() -> dict:
+    devices = jax.devices()
+    backend = jax.default_backend()
+    if backend == "cpu":
+        slug = f"cpu-{os.cpu_count()}core"
+    else:
+        kind = re.sub(r"[^a-z0-9]+", "-", devices[0].device_kind.lower()).strip("-")
+        slug = f"{backend}-{kind}"
+    return {
+        "slug": slug,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu_model": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "jax_backend": backend,
+        "jax_devices": [f"{d.platform}:{d.device_kind}" for d in devices],
+        "linflow_commit": _git_commit(),
+    }
+
+
+def square_task(n: int, dtype, seed: int = 0) -> linflow.Task:
+    r"""A task with $d = m = n$, singular values spread over $[0.5, 3]$ and a generic $\Sigma_{xx}$.
+
+    $\Sigma_{xx}$ is not the identity, so every engine does all four products of a step
+    ($\approx 8 n^3$ FLOPs for two layers).
+    """
+    rng = np.random.default_rng(seed)
+    u, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    v, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    q, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    sigma_yx = (u * np.linspace(3.0, 0.5, n)) @ v.T
+    sigma_xx = (q * np.linspace(1.5, 0.5, n)) @ q.T
+    sigma_xx = 0.5 * (sigma_xx + sigma_xx.T)
+    return linflow.Task(jnp.asarray(sigma_yx, dtype), jnp.asarray(sigma_xx, dtype))
+
+
+def small_weights(task: linflow.Task, batch: tuple[int, ...], scale: float = 0.5, seed: int = 1):
+    """Two-layer Gaussian start with hidden width $n$, entries $N(0, \\text{scale}^2 / n)$."""
+    n = task.input_dim
+    return linflow.init_weights(
+        jax.random.key(seed), task, n, scheme="gaussian", scale=scale / np.sqrt(n), batch=batch
+    )
+
+
+def gd_step_flops(n: int) -> float:
+    r"""FLOPs of one two-layer GD step with $d = h = m = n$: four $n^3$ products, $8n^3$."""
+    return 8.0 * n**3
+
+
+def max_abs_diff(a, b) -> float:
+    return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
