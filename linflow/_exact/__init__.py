@@ -9,10 +9,17 @@ from .._checks import check_positive, check_times, check_weights
 from .._trajectory import Trajectory
 from .aligned import AlignedTwoLayer
 from .base import ClosedForm
+from .lambda_balanced import LambdaBalancedTwoLayer
 from .linear import OneLayer
 from .scalar import saxe_deep, scalar_mode, shallow, time_to_learn
+from .zero_balanced import ZeroBalancedTwoLayer
 
-CLOSED_FORMS: tuple[ClosedForm, ...] = (OneLayer(), AlignedTwoLayer())
+CLOSED_FORMS: tuple[ClosedForm, ...] = (
+    OneLayer(),
+    AlignedTwoLayer(),
+    ZeroBalancedTwoLayer(),
+    LambdaBalancedTwoLayer(),
+)
 
 
 def exact_flow(task, weights0, ts, *, tau=1.0, rtol=None) -> Trajectory:
