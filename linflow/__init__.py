@@ -7,6 +7,7 @@ from . import tasks as tasks
 from ._descent import gradient_descent as gradient_descent
 from ._exact import CLOSED_FORMS as CLOSED_FORMS
 from ._exact import ClosedForm as ClosedForm
+from ._exact import deep_mode as deep_mode
 from ._exact import exact_flow as exact_flow
 from ._exact import saxe_deep as saxe_deep
 from ._exact import scalar_mode as scalar_mode

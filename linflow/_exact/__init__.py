@@ -9,6 +9,7 @@ from .._checks import check_positive, check_times, check_weights
 from .._trajectory import Trajectory
 from .aligned import AlignedTwoLayer
 from .base import ClosedForm
+from .deep import AlignedDeep, deep_mode
 from .lambda_balanced import LambdaBalancedTwoLayer
 from .linear import OneLayer
 from .scalar import saxe_deep, scalar_mode, shallow, time_to_learn
@@ -19,6 +20,7 @@ CLOSED_FORMS: tuple[ClosedForm, ...] = (
     AlignedTwoLayer(),
     ZeroBalancedTwoLayer(),
     LambdaBalancedTwoLayer(),
+    AlignedDeep(),
 )
 
 
@@ -75,6 +77,7 @@ def exact_flow(task, weights0, ts, *, tau=1.0, rtol=None) -> Trajectory:
 __all__ = [
     "CLOSED_FORMS",
     "ClosedForm",
+    "deep_mode",
     "exact_flow",
     "saxe_deep",
     "scalar_mode",
