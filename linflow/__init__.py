@@ -16,6 +16,9 @@ from ._exact import time_to_learn as time_to_learn
 from ._flow import gradient_flow as gradient_flow
 from ._init import SCHEMES as SCHEMES
 from ._init import init_weights as init_weights
+from ._kernels import ntk as ntk
+from ._kernels import predict as predict
+from ._kernels import representational_similarity as representational_similarity
 from ._loss import gradients as gradients
 from ._loss import loss as loss
 from ._loss import product as product

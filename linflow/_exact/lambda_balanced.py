@@ -57,6 +57,7 @@ import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 import numpy as np
 
+from .._checks import is_concrete
 from .base import ClosedForm, max_abs, whitened_reason
 
 
@@ -202,8 +203,10 @@ def riccati_reason(task, weights, rtol, *, zero: bool) -> str | None:
     return None
 
 
-def solve_rank(weights) -> int:
-    """The rank $r$ of $Q_0$ with `exact_flow`'s default tolerance, a static size of the solve."""
+def solve_rank(weights, traced: int) -> int:
+    """The rank $r$ of $Q_0$ (default tolerance), a static size of the solve; `traced` under jit."""
+    if not is_concrete(weights[0]):
+        return traced
     host = tuple(np.asarray(w, np.float64) for w in weights)
     return hidden_rank(host, 1000 * float(jnp.finfo(weights[0].dtype).eps))
 
@@ -230,4 +233,6 @@ class LambdaBalancedTwoLayer(ClosedForm):
         return riccati_reason(task, weights, rtol, zero=False)
 
     def solve(self, task, weights, ts, tau):
-        return riccati_two_layer(task.sigma_yx, weights, ts, tau, solve_rank(weights), False)
+        # Under a transformation, assume full rank h (a lambda != 0 start has it).
+        rank = solve_rank(weights, weights[0].shape[-2])
+        return riccati_two_layer(task.sigma_yx, weights, ts, tau, rank, False)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+import jax.numpy as jnp
+
 from .base import ClosedForm
 from .lambda_balanced import riccati_reason, riccati_two_layer, solve_rank
 
@@ -34,4 +36,8 @@ class ZeroBalancedTwoLayer(ClosedForm):
         return riccati_reason(task, weights, rtol, zero=True)
 
     def solve(self, task, weights, ts, tau):
-        return riccati_two_layer(task.sigma_yx, weights, ts, tau, solve_rank(weights), True)
+        # Under a transformation, assume the full rank min(h, number of nonzero s_i).
+        s = task.modes()[1]
+        full = min(weights[0].shape[-2], int(jnp.sum(s > s[0] * 1000 * jnp.finfo(s.dtype).eps)))
+        rank = solve_rank(weights, full)
+        return riccati_two_layer(task.sigma_yx, weights, ts, tau, rank, True)
