@@ -36,7 +36,7 @@ def max_abs(x) -> float:
 
 
 def whitened_reason(task, rtol) -> str | None:
-    """`None` if $\Sigma_{xx} = I$ to relative tolerance `rtol`, else the reason."""
+    r"""`None` if $\Sigma_{xx} = I$ to relative tolerance `rtol`, else the reason."""
     if task.whitened:
         return None
     sxx = np.asarray(task.sigma_xx, np.float64)

@@ -2,6 +2,7 @@ r"""Deep networks ($D \ge 2$ weight matrices) with whitened inputs and a balance
 
 from __future__ import annotations
 
+from functools import partial
 from typing import ClassVar
 
 import equinox as eqx
@@ -10,11 +11,36 @@ import jax.numpy as jnp
 import numpy as np
 
 from .base import ClosedForm, max_abs, time_axis, whitened_reason
-from .scalar import _floats, deep_potential, saxe_deep, shallow
+from .scalar import _floats, saxe_deep, shallow
 
 _BISECTIONS = 64
 
 
+def _deep_time(w, s, depth: int):
+    r"""$\frac{D}{\tau}\,t$ up to a constant, at $u = s\,\mathrm{sigmoid}(w)$, for $D \ge 3$.
+
+    With $\rho = (u/s)^{1/D}$ the layer singular value over its limit, partial fractions over the
+    $D$-th roots of unity $\omega_k = e^{i\theta_k}$ give
+    $\frac{D}{\tau}t = D\,s^{2/D - 2}\,\Psi(\rho)$ with
+    $\Psi(\rho) = \frac{\rho^{2-D}}{2-D} - \frac1D\sum_k \omega_k^{-2}\ln(1 - \omega_k\rho)$,
+    the same function as the hypergeometric $\Phi$ of `time_to_learn`, but elementary: real parts
+    $\cos 2\theta_k \ln|1 - \omega_k\rho| + \sin 2\theta_k \arg(1 - \omega_k\rho)$, and
+    $\ln(1 - \rho)$ from $1 - \rho^D = \mathrm{sigmoid}(-w)$ without cancellation.
+    """
+    rho_d = jax.nn.sigmoid(w)
+    rho = rho_d ** (1.0 / depth)
+    psi = rho ** (2 - depth) / (2 - depth)
+    log_one_minus = jax.nn.log_sigmoid(-w) - jnp.log(sum(rho**j for j in range(depth)))
+    psi = psi - log_one_minus / depth
+    for k in range(1, depth):
+        theta = 2 * np.pi * k / depth
+        modulus = jnp.log1p(rho * (rho - 2 * np.cos(theta))) / 2
+        angle = jnp.arctan2(-rho * np.sin(theta), 1 - rho * np.cos(theta))
+        psi = psi - (np.cos(2 * theta) * modulus + np.sin(2 * theta) * angle) / depth
+    return depth * s ** (2.0 / depth - 2.0) * psi
+
+
+@partial(jax.jit, static_argnames="depth")
 def _deep_mode_root(t, s, u0, tau, depth: int):
     r"""$u(t)$ for $D \ge 3$: bisection on $w = \ln\frac{u}{s - u}$, where $t(w)$ is increasing."""
     dtype = u0.dtype
@@ -27,13 +53,12 @@ def _deep_mode_root(t, s, u0, tau, depth: int):
     # t'(w) = tau u^c / (D s) > tau s^(c - 1) / D bounds the root; beyond w_max, u = s in float.
     w_max = jnp.asarray(2.0 - np.log(np.finfo(dtype).eps), dtype)
     w_hi = jnp.minimum(w0 + target * safe_s ** (1.0 - c), jnp.maximum(w_max, w0))
-    phi0 = deep_potential(safe_u0, safe_s, depth)
+    start = _deep_time(w0, safe_s, depth)
 
     def body(_, bracket):
         lo, hi = bracket
         mid = 0.5 * (lo + hi)
-        elapsed = deep_potential(safe_s * jax.nn.sigmoid(mid), safe_s, depth) - phi0
-        below = elapsed < target  # NaN or inf (u rounded to s) counts as past the target
+        below = _deep_time(mid, safe_s, depth) - start < target
         return jnp.where(below, mid, lo), jnp.where(below, hi, mid)
 
     lo, hi = jax.lax.fori_loop(0, _BISECTIONS, body, (w0, w_hi))
@@ -48,8 +73,9 @@ def deep_mode(t, s, u0, tau=1.0, depth: int = 3):
     Solves $\tau\,\dot u = D\,u^{2 - 2/D}(s - u)$ (Saxe et al. 2014; Arora, Cohen & Hazan 2018):
     $D = 1$ is `shallow`, $D = 2$ is `saxe_deep`; for $D \ge 3$ the implicit solution
     $t = \frac{\tau}{D}[\Phi(u) - \Phi(u_0)]$,
-    $\Phi(x) = \frac{x^c}{c\,s}\,{}_2F_1(1, c; c+1; x/s)$, $c = 2/D - 1$,
-    is inverted by bisection in $w = \ln\frac{u}{s - u}$ (64 fixed steps in
+    $\Phi(x) = \frac{x^c}{c\,s}\,{}_2F_1(1, c; c+1; x/s)$, $c = 2/D - 1$ (evaluated with
+    elementary functions, by partial fractions over the $D$-th roots of unity), is inverted by
+    bisection in $w = \ln\frac{u}{s - u}$ (64 fixed steps in
     `lax.fori_loop`, so jit- and vmap-safe), inside the bracket
     $[w_0, w_0 + D\,t\,s^{1 - c}/\tau]$ that the bound $dt/dw > \tau s^{c-1}/D$ guarantees.
     $u_0 = 0$ stays at 0 and $t = \infty$ gives $s$.
@@ -89,7 +115,7 @@ def _chain(U, V, weights, xp):
     frames = [xp.broadcast_to(V, weights[0].shape[:-2] + V.shape)]
     for w in weights:
         frames.append(w @ frames[-1])
-    u = xp.sum(U * frames[-1], axis=-2)  # (*batch, k)
+    u = xp.sum(U.reshape((1,) * (frames[-1].ndim - 2) + U.shape) * frames[-1], axis=-2)
     sigma = xp.maximum(u, 0.0) ** (1.0 / depth)
     alive = (sigma > 0)[..., None, :]
     safe = xp.where(alive, sigma[..., None, :], 1.0)

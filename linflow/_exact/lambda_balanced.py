@@ -36,13 +36,14 @@ $$X(s) = (Z_a^{-1} e^{-\mu_a s})^\top (Z_a^{-1} e^{-\mu_a s}) + T^\top T + \hat 
 T_{ca} = W_{ca}\, \sqrt{g_c(s)}\, e^{-\mu_a s}, \quad
 \hat G_a = \mathrm{diag}\frac{1 - e^{-2\mu_a s}}{2\mu_a},$$
 
-with $g(s) = (e^{2\mu s} - 1)/(2\mu)$, is bounded, and with its Cholesky factor $X = LL^\top$
+with $g(s) = (e^{2\mu s} - 1)/(2\mu)$, is bounded. With $X = R^\top R$ (R from the QR of the
+stacked square roots, so $X$ is never formed) and $Z_a^{-1} = Q_v R_0$,
 
-$$Z_a(t) = L^{-\top} L_0^\top Z_a, \qquad Z_c(t) = \big(e^{\mu_c s}\, W\, e^{-\mu_a s}\big) Z_a(t),
+$$Z_a(t) = R^{-1} Q_v^\top, \qquad Z_c(t) = \big(e^{\mu_c s}\, W\, e^{-\mu_a s}\big) Z_a(t),
 \qquad Q(t) = O\,[Z_a(t); Z_c(t)].$$
 
 Only decaying exponentials (the top $r$ rates exceed all others), one constant solve and one
-Cholesky per time appear, so float32 works and $t = \infty$ gives
+QR per time appear, so float32 works and $t = \infty$ gives
 $P = O_a\,\mathrm{diag}(2\mu_a)\,O_a^\top$.
 """
 
@@ -82,6 +83,13 @@ def _log_g_hat(mu, s):
     return jnp.log(s) + jnp.log(jnp.where(small, 1.0 - x / 2, ratio))
 
 
+def _qr_positive(a):
+    """Thin QR with a positive diagonal of R (the unique factorisation, continuous in `a`)."""
+    q, r = jnp.linalg.qr(a)
+    sign = jnp.where(jnp.diagonal(r) < 0, -1.0, 1.0).astype(a.dtype)
+    return q * sign[None, :], r * sign[:, None]
+
+
 def _riccati_one(sigma_yx, w1, w2, ts, tau, rank: int, zero: bool):
     """Weights at times `ts` for one initialisation `(w1, w2)`: shapes `(T, h, d)`, `(T, m, h)`."""
     d = w1.shape[-1]
@@ -98,8 +106,8 @@ def _riccati_one(sigma_yx, w1, w2, ts, tau, rank: int, zero: bool):
     mu_a, mu_c = mu[:rank], mu[rank:]
     va = jnp.linalg.solve(za, jnp.eye(rank, dtype=z.dtype))  # Z_a^{-1}, constant
     w = zc @ va
-    l0 = jnp.linalg.cholesky(va.T @ va)
-    rotation = l0.T @ za  # orthogonal
+    # Z_a^{-1} = Q_v R_0 (positive diagonal), so R_0 Z_a = Q_v^T: the gauge that gives Z_a at t = 0.
+    rotation = _qr_positive(va)[0].T
 
     def at(t):
         s = t / tau
@@ -112,10 +120,9 @@ def _riccati_one(sigma_yx, w1, w2, ts, tau, rank: int, zero: bool):
             + (jnp.maximum(mu_c, 0.0)[:, None] - mu_a[None, :]) * sf
         )
         t_ca = jnp.where(finite, w * jnp.exp(exponent), 0.0)
-        scaled = va * decay_a[None, :]
-        x = scaled.T @ scaled + t_ca.T @ t_ca + jnp.diag(g_hat_a)
-        chol = jnp.linalg.cholesky(x)
-        qa = jsl.solve_triangular(chol.T, rotation, lower=False)
+        # X = R^T R from the QR of its square root, never forming X (no squared condition number).
+        root = jnp.concatenate([va * decay_a[None, :], t_ca, jnp.diag(jnp.sqrt(g_hat_a))], axis=0)
+        qa = jsl.solve_triangular(_qr_positive(root)[1], rotation, lower=False)
         cross = jnp.where(finite, jnp.exp((mu_c[:, None] - mu_a[None, :]) * sf), 0.0)
         qc = (w * cross) @ qa
         q = (O[:, :rank] @ qa + O[:, rank:] @ qc) @ vr.T

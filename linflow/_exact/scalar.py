@@ -174,14 +174,9 @@ def time_to_learn(s, u0, tau=1.0, depth: int = 2, fraction=0.5):
         return tau * jnp.log((s - u0) / ((1 - f) * s))
     if depth == 2:
         return tau / (2 * s) * jnp.log(f * (s - u0) / ((1 - f) * u0))
-    return tau / depth * (deep_potential(f * s, s, depth) - deep_potential(u0, s, depth))
-
-
-def deep_potential(x, s, depth: int):
-    r"""$\Phi(x) = \frac{x^c}{c\,s}\,{}_2F_1(1, c; c + 1; x/s)$, $c = 2/D - 1$, $0 < x < s$.
-
-    An antiderivative of $1/(x^{2 - 2/D}(s - x))$: a balanced mode of depth $D$ takes the time
-    $\frac{\tau}{D}[\Phi(u) - \Phi(u_0)]$ to grow from $u_0$ to $u$.
-    """
     c = 2.0 / depth - 1.0
-    return x**c * hyp2f1(1.0, c, c + 1.0, x / s) / (c * s)
+
+    def phi(x):
+        return x**c * hyp2f1(1.0, c, c + 1.0, x / s) / (c * s)
+
+    return tau / depth * (phi(f * s) - phi(u0))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-import jax.numpy as jnp
+import numpy as np
 
 from .base import ClosedForm
 from .lambda_balanced import riccati_reason, riccati_two_layer, solve_rank
@@ -37,7 +37,7 @@ class ZeroBalancedTwoLayer(ClosedForm):
 
     def solve(self, task, weights, ts, tau):
         # Under a transformation, assume the full rank min(h, number of nonzero s_i).
-        s = task.modes()[1]
-        full = min(weights[0].shape[-2], int(jnp.sum(s > s[0] * 1000 * jnp.finfo(s.dtype).eps)))
+        s = np.linalg.svd(np.asarray(task.sigma_yx, np.float64), compute_uv=False)
+        full = min(weights[0].shape[-2], int(np.sum(s > s[0] * 1000 * np.finfo(s.dtype).eps)))
         rank = solve_rank(weights, full)
         return riccati_two_layer(task.sigma_yx, weights, ts, tau, rank, True)
