@@ -111,37 +111,38 @@ def test_riccati_forms_match_gradient_flow(group, group_flows):
         assert np.allclose(exact.balance()[0], lam * jnp.eye(hidden), atol=1e-12)
 
 
-def test_lambda_to_zero_limit_is_the_zero_balanced_form():
-    task = whitened_task(jax.random.key(3), m=3, d=4)
-    balanced = linflow.init_weights(jax.random.key(4), task, 3, scheme="balanced", scale=0.2)
-    zero = linflow.exact_flow(task, balanced, TS_INF)
+def test_lambda_to_zero_limit_is_the_zero_balanced_form(group_flows):
+    task = group_flows("m<d")[0]  # same shapes as there: the compiled solves are reused
+    balanced = linflow.init_weights(
+        jax.random.key(4), task, 3, scheme="balanced", scale=0.2, batch=(2,)
+    )
+    zero = linflow.exact_flow(task, balanced, TS_INF, tau=TAU)
     assert zero.stats["closed_form"] == "zero-balanced two-layer"
     # The lambda-balanced evaluation on a balanced start (measured lambda ~ 1e-17) agrees.
-    general = riccati_two_layer(task.sigma_yx, balanced, TS_INF, 1.0, 3, False)
+    general = riccati_two_layer(task.sigma_yx, balanced, TS_INF, jnp.asarray(TAU), 3, False)
     assert rel_err(invariants(general), invariants(zero.weights)) < 1e-12
     # Starts with small lambda converge to the balanced one, and so do their solutions, ~ lambda.
     errors = []
     for lam in (1e-3, 1e-5):
         start = linflow.init_weights(
-            jax.random.key(4), task, 3, scheme="lambda_balanced", lam=lam, scale=0.2
+            jax.random.key(4), task, 3, scheme="lambda_balanced", lam=lam, scale=0.2, batch=(2,)
         )
-        traj = linflow.exact_flow(task, start, TS_INF)
+        traj = linflow.exact_flow(task, start, TS_INF, tau=TAU)
         assert traj.stats["closed_form"] == "lambda-balanced two-layer"
         errors.append(rel_err(invariants(traj.weights), invariants(zero.weights)))
     assert errors[0] < 0.1 and errors[1] < 0.015 * errors[0]
 
 
-def test_riccati_forms_are_jit_and_vmap_safe():
-    task = whitened_task(jax.random.key(5), m=3, d=4)
-    for kwargs in ({"scheme": "balanced"}, {"scheme": "lambda_balanced", "lam": 0.4}):
-        w0 = linflow.init_weights(jax.random.key(6), task, 3, scale=0.3, batch=(4,), **kwargs)
-        traj = linflow.exact_flow(task, w0, TS_INF)
+def test_riccati_forms_are_jit_and_vmap_safe(group_flows):
+    task, starts, _ = group_flows("m<d")
+    for w0 in (starts[0], starts[2]):  # zero- and lambda-balanced
+        traj = linflow.exact_flow(task, w0, TS_INF, tau=TAU)
         form = next(f for f in linflow.CLOSED_FORMS if f.name == traj.stats["closed_form"])
 
         @jax.jit
         @jax.vmap
         def one(w1, w2, form=form):
-            return form.solve(task, (w1, w2), TS_INF, 1.0)
+            return form.solve(task, (w1, w2), TS_INF, jnp.asarray(TAU))
 
         mapped = one(*w0)
         assert rel_err(tuple(jnp.swapaxes(w, 0, 1) for w in mapped), traj.weights) < 1e-12
@@ -230,8 +231,8 @@ def test_dispatch_refuses_what_no_form_solves():
 
 def test_kernels_from_the_closed_form(group_flows):
     task, starts, flow = group_flows("m<d")
-    w0 = tuple(w[0] for w in starts[0])
-    traj = linflow.exact_flow(task, w0, TS_INF, tau=TAU)
+    traj = linflow.exact_flow(task, starts[0], TS_INF, tau=TAU)
+    traj = linflow.Trajectory(traj.ts, tuple(w[:, 0] for w in traj.weights))
     X = jax.random.normal(jax.random.key(17), (5, 4))
     w1, w2 = (w[3] for w in traj.weights)
     # NTK against the Jacobian of the outputs with respect to all weights.
@@ -244,7 +245,6 @@ def test_kernels_from_the_closed_form(group_flows):
     assert np.allclose(kernel[3], expected, rtol=1e-12, atol=1e-13)
     # Representations and test predictions are gauge invariant: exact equals flow.
     flow_weights = tuple(w[:, 0] for w in flow.weights)
-    flow = linflow.gradient_flow(task, w0, TS, rtol=1e-11, atol=1e-13)
     assert (
         rel_err(
             linflow.representational_similarity(traj.weights)[:-1],
