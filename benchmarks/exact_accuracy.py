@@ -1,9 +1,10 @@
-"""Accuracy of every closed form of `exact_flow` against `gradient_flow`, in float32 and float64.
+r"""Accuracy of every closed form of `exact_flow` against `gradient_flow`, in float32 and float64.
 
 For each closed form, one random case of its regime is solved by `exact_flow` in float32 and in
 float64 and compared with a float64 `gradient_flow` (rtol 1e-12) from the float64 start (the
-float32 error includes rounding the start to float32), at times up to t = 100 (and at t = inf against the optimum $\Sigma_{yx}\Sigma_{xx}^+$). The error is the largest entry of the
-gauge-invariant quantities $W$, $W_1^\\top W_1$, $W_N W_N^\\top$ minus the reference, relative to
+float32 error includes rounding the start to float32), at times up to t = 100, and at t = inf
+with the optimum $\Sigma_{yx}\Sigma_{xx}^+$. The error is the largest entry of the
+gauge-invariant quantities $W$, $W_1^\top W_1$, $W_N W_N^\top$ minus the reference, relative to
 the largest entry of the reference. Writes `results/exact_accuracy.json` and
 `results/exact_accuracy.png`, and prints a Markdown table.
 
