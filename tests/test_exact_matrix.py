@@ -205,6 +205,18 @@ def test_aligned_deep_matches_gradient_flow(hidden):
     assert np.allclose(u, expected, rtol=1e-12)
 
 
+def test_dispatch_measures_lambda_with_a_tolerance(group_flows):
+    task, starts, _ = group_flows("m<d")
+    w1, w2 = starts[1]  # lambda = 0.5
+    nudged = (w1, w2 + 1e-9 * jax.random.normal(jax.random.key(20), w2.shape))
+    with pytest.raises(ValueError, match="lambda-balanced two-layer: not balanced"):
+        linflow.exact_flow(task, nudged, TS_INF, tau=TAU)
+    loose = linflow.exact_flow(task, nudged, TS_INF, tau=TAU, rtol=1e-6)
+    assert loose.stats["closed_form"] == "lambda-balanced two-layer"
+    exact = linflow.exact_flow(task, starts[1], TS_INF, tau=TAU)
+    assert rel_err(invariants(loose.weights), invariants(exact.weights)) < 1e-7
+
+
 def test_dispatch_refuses_what_no_form_solves():
     task = whitened_task(jax.random.key(9), m=3, d=4)
     gaussian = linflow.init_weights(jax.random.key(10), task, 3, scale=0.3)
