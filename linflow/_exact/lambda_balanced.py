@@ -29,18 +29,19 @@ factor of $P(t)$, equal to `weights0` at $t = 0$.
 **Stable evaluation.** Diagonalise $F_\lambda = O\,\mathrm{diag}(\mu)\,O^\top$ ($\mu$ descending:
 $\pm\frac12\sqrt{4 s_i^2 + \lambda^2}$ for each mode, $\lambda/2$ on the $m - k$ output directions
 outside the modes, $-\lambda/2$ on the $d - k$ input ones). First drop the hidden directions that
-$Q_0$ does not use (its rank $r$; they stay unused). Split $Z = O^\top Q_0$ into the top $r$
-(growing) rows $Z_a$ and the rest $Z_c$, and let $W = Z_c Z_a^{-1}$. Then
+$Q_0$ does not use ($Q_0 = Q_r V_r^\top$ with its rank $r$; $Q(t) = Q_r(t) V_r^\top$). Split
+$Z = O^\top Q_r$ into the top $r$ (growing) rows $Z_a$ and the rest $Z_c$, and let
+$C = Z_c Z_a^{-1}$. Then $P_{aa} = X^{-1}$ with
 
 $$X(s) = (Z_a^{-1} e^{-\mu_a s})^\top (Z_a^{-1} e^{-\mu_a s}) + T^\top T + \hat G_a, \quad
-T_{ca} = W_{ca}\, \sqrt{g_c(s)}\, e^{-\mu_a s}, \quad
+T_{ca} = C_{ca}\, \sqrt{g_c(s)}\, e^{-\mu_a s}, \quad
 \hat G_a = \mathrm{diag}\frac{1 - e^{-2\mu_a s}}{2\mu_a},$$
 
-with $g(s) = (e^{2\mu s} - 1)/(2\mu)$, is bounded. With $X = R^\top R$ (R from the QR of the
+with $g(s) = (e^{2\mu s} - 1)/(2\mu)$, bounded for all $s$. With $X = R^\top R$ ($R$ from the QR of
 stacked square roots, so $X$ is never formed) and $Z_a^{-1} = Q_v R_0$,
 
-$$Z_a(t) = R^{-1} Q_v^\top, \qquad Z_c(t) = \big(e^{\mu_c s}\, W\, e^{-\mu_a s}\big) Z_a(t),
-\qquad Q(t) = O\,[Z_a(t); Z_c(t)].$$
+$$Z_a(t) = R^{-1} Q_v^\top, \qquad Z_c(t) = \big(e^{\mu_c s}\, C\, e^{-\mu_a s}\big) Z_a(t),
+\qquad Q_r(t) = O\,[Z_a(t); Z_c(t)].$$
 
 Only decaying exponentials (the top $r$ rates exceed all others), one constant solve and one
 QR per time appear, so float32 works and $t = \infty$ gives
