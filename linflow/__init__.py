@@ -21,6 +21,7 @@ from ._events import learning_times as learning_times
 from ._events import plateau_lengths as plateau_lengths
 from ._exact import CLOSED_FORMS as CLOSED_FORMS
 from ._exact import ClosedForm as ClosedForm
+from ._exact import deep_mode as deep_mode
 from ._exact import exact_flow as exact_flow
 from ._exact import saxe_deep as saxe_deep
 from ._exact import scalar_mode as scalar_mode
@@ -29,6 +30,9 @@ from ._exact import time_to_learn as time_to_learn
 from ._flow import gradient_flow as gradient_flow
 from ._init import SCHEMES as SCHEMES
 from ._init import init_weights as init_weights
+from ._kernels import ntk as ntk
+from ._kernels import predict as predict
+from ._kernels import representational_similarity as representational_similarity
 from ._loss import gradients as gradients
 from ._loss import loss as loss
 from ._loss import product as product

@@ -190,20 +190,13 @@ def test_exact_flow_refuses_what_it_cannot_solve():
         linflow.exact_flow(
             square, linflow.init_weights(jax.random.key(7), square, 3, scale=0.1), TS
         )
-    balanced = linflow.init_weights(jax.random.key(7), square, 3, scheme="balanced", scale=0.1)
-    with pytest.raises(ValueError, match="aligned two-layer: not aligned"):
-        linflow.exact_flow(square, balanced, TS)
-    deep = linflow.init_weights(jax.random.key(7), task, (3, 3), scheme="aligned", scale=0.1)
+    # Balanced and lambda-balanced starts are solved by the matrix forms (test_exact_matrix.py).
+    deep = linflow.init_weights(jax.random.key(7), task, (3, 3), scale=0.1)
     with pytest.raises(ValueError, match="one layer: needs depth 1, got depth 3"):
         linflow.exact_flow(task, deep, TS)
     data = data_task(jax.random.key(8))
     aligned = linflow.init_weights(jax.random.key(9), data, 3, scheme="aligned", scale=0.1)
     with pytest.raises(ValueError, match="needs whitened inputs"):
         linflow.exact_flow(data, aligned, TS)
-    lam = linflow.init_weights(
-        jax.random.key(9), task, 3, scheme="lambda_balanced", lam=0.2, scale=0.1
-    )
-    with pytest.raises(ValueError, match="no closed form applies"):
-        linflow.exact_flow(task, lam, TS)
     with pytest.raises(ValueError, match="contains NaN"):
         linflow.exact_flow(task, gaussian, jnp.array([0.0, jnp.nan]))

@@ -9,10 +9,19 @@ from .._checks import check_positive, check_times, check_weights
 from .._trajectory import Trajectory
 from .aligned import AlignedTwoLayer
 from .base import ClosedForm
+from .deep import AlignedDeep, deep_mode
+from .lambda_balanced import LambdaBalancedTwoLayer
 from .linear import OneLayer
 from .scalar import saxe_deep, scalar_mode, shallow, time_to_learn
+from .zero_balanced import ZeroBalancedTwoLayer
 
-CLOSED_FORMS: tuple[ClosedForm, ...] = (OneLayer(), AlignedTwoLayer())
+CLOSED_FORMS: tuple[ClosedForm, ...] = (
+    OneLayer(),
+    AlignedTwoLayer(),
+    ZeroBalancedTwoLayer(),
+    LambdaBalancedTwoLayer(),
+    AlignedDeep(),
+)
 
 
 def exact_flow(task, weights0, ts, *, tau=1.0, rtol=None) -> Trajectory:
@@ -23,7 +32,18 @@ def exact_flow(task, weights0, ts, *, tau=1.0, rtol=None) -> Trajectory:
 
     - depth 1, any $\Sigma_{xx}$ and start:
       $W(t) = W_* + (W_0 - W_*)\,Q e^{-\Lambda t/\tau} Q^\top$;
-    - depth 2, $\Sigma_{xx} = I$, aligned start: every mode follows `scalar_mode`.
+    - depth 2, $\Sigma_{xx} = I$, aligned start: every mode follows `scalar_mode`;
+    - depth 2, $\Sigma_{xx} = I$, zero-balanced start $W_2^\top W_2 = W_1 W_1^\top$ (Braun et al.
+      2022) or $\lambda$-balanced start $W_2^\top W_2 - W_1 W_1^\top = \lambda I$ (Dominé et al.
+      2025), not necessarily aligned: the matrix Riccati solution for $QQ^\top$,
+      $Q = [W_1^\top; W_2]$. The weights are exact up to a rotation of the hidden layer
+      (the product, $W_1^\top W_1$, $W_2 W_2^\top$, the loss, `ntk` and
+      `representational_similarity` are exact);
+    - depth $D \ge 2$, $\Sigma_{xx} = I$, balanced aligned start: every mode follows
+      `deep_mode`.
+
+    The imbalance $\lambda$, the alignment with the task's modes and the whitening are measured
+    on the start to relative tolerance `rtol`; a random unbalanced start is refused.
 
     **Arguments:**
 
@@ -68,6 +88,7 @@ def exact_flow(task, weights0, ts, *, tau=1.0, rtol=None) -> Trajectory:
 __all__ = [
     "CLOSED_FORMS",
     "ClosedForm",
+    "deep_mode",
     "exact_flow",
     "saxe_deep",
     "scalar_mode",

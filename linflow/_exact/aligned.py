@@ -8,7 +8,7 @@ import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
 
-from .base import ClosedForm, max_abs, time_axis
+from .base import ClosedForm, max_abs, time_axis, whitened_reason
 from .scalar import scalar_mode
 
 
@@ -60,10 +60,9 @@ class AlignedTwoLayer(ClosedForm):
     def check(self, task, weights, rtol):
         if len(weights) != 2:
             return f"needs depth 2, got depth {len(weights)}"
-        if not task.whitened:
-            sxx = np.asarray(task.sigma_xx, np.float64)
-            if max_abs(sxx - np.eye(sxx.shape[0])) > rtol * max(max_abs(sxx), 1.0):
-                return "needs whitened inputs (sigma_xx = I)"
+        reason = whitened_reason(task, rtol)
+        if reason is not None:
+            return reason
         U, _, V = (np.asarray(x, np.float64) for x in task.modes())
         w1, w2 = weights
         size = max(max_abs(w1), max_abs(w2), np.finfo(np.float64).tiny)

@@ -33,3 +33,13 @@ def time_axis(ts, ndim: int):
 
 def max_abs(x) -> float:
     return float(np.max(np.abs(x))) if np.size(x) else 0.0
+
+
+def whitened_reason(task, rtol) -> str | None:
+    r"""`None` if $\Sigma_{xx} = I$ to relative tolerance `rtol`, else the reason."""
+    if task.whitened:
+        return None
+    sxx = np.asarray(task.sigma_xx, np.float64)
+    if max_abs(sxx - np.eye(sxx.shape[0])) > rtol * max(max_abs(sxx), 1.0):
+        return "needs whitened inputs (sigma_xx = I)"
+    return None

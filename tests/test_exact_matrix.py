@@ -1,0 +1,275 @@
+"""Matrix closed forms (zero- and lambda-balanced two-layer), depth-D aligned modes, dispatch."""
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import data_task, whitened_task
+from scipy.integrate import solve_ivp
+
+import linflow
+from linflow._exact.lambda_balanced import riccati_two_layer
+
+TS = jnp.array([0.0, 0.4, 1.5, 4.0, 12.0, 40.0])
+TS_INF = jnp.concatenate([TS, jnp.array([jnp.inf])])
+TAU = 1.3
+
+
+def invariants(weights):
+    """Gauge-invariant blocks of $QQ^\\top$: $W_2W_1$, $W_1^\\top W_1$, $W_2W_2^\\top$."""
+    w1, w2 = weights
+    return w2 @ w1, jnp.swapaxes(w1, -1, -2) @ w1, w2 @ jnp.swapaxes(w2, -1, -2)
+
+
+def rel_err(x, y) -> float:
+    return max(
+        float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(b)))
+        for a, b in zip(jax.tree.leaves(x), jax.tree.leaves(y))
+    )
+
+
+# (m, d, hidden, s, regimes): each regime is (scheme kwargs, expected closed form, limit rank).
+GROUPS = {
+    "m<d": (
+        3,
+        4,
+        3,
+        (3.0, 2.0, 1.0),
+        [
+            ({"scheme": "balanced", "scale": 0.3}, "zero-balanced two-layer"),
+            ({"scheme": "lambda_balanced", "lam": 0.5, "scale": 0.3}, "lambda-balanced two-layer"),
+            ({"scheme": "lambda_balanced", "lam": -0.4, "scale": 1.0}, "lambda-balanced two-layer"),
+        ],
+    ),
+    # h = m > d: the zero-balanced start has rank 3 < h; lambda > 0 grows an output direction.
+    "m>d": (
+        4,
+        3,
+        4,
+        (2.5, 1.5, 0.7),
+        [
+            ({"scheme": "balanced", "scale": 0.2}, "zero-balanced two-layer"),
+            ({"scheme": "lambda_balanced", "lam": 0.8, "scale": 0.2}, "lambda-balanced two-layer"),
+        ],
+    ),
+    # h = 2 < rank of the task: only the top two modes are learned.
+    "h<k": (
+        3,
+        4,
+        2,
+        (3.0, 2.0, 1.0),
+        [
+            ({"scheme": "balanced", "scale": 0.1}, "zero-balanced two-layer"),
+            ({"scheme": "lambda_balanced", "lam": -0.3, "scale": 1.0}, "lambda-balanced two-layer"),
+        ],
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def group_flows():
+    """Per group: the task, the starts of each regime and one gradient flow of all of them."""
+    cache = {}
+
+    def get(group):
+        if group not in cache:
+            m, d, hidden, s, regimes = GROUPS[group]
+            task = whitened_task(jax.random.key(0), m=m, d=d, s=s)
+            starts = [
+                linflow.init_weights(jax.random.key(i + 1), task, hidden, batch=(2,), **kwargs)
+                for i, (kwargs, _) in enumerate(regimes)
+            ]
+            # One flow for every regime: one compilation.
+            joint = tuple(jnp.concatenate(ws, axis=0) for ws in zip(*starts))
+            flow = linflow.gradient_flow(task, joint, TS, tau=TAU, rtol=1e-11, atol=1e-13)
+            cache[group] = task, starts, flow
+        return cache[group]
+
+    return get
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_riccati_forms_match_gradient_flow(group, group_flows):
+    m, d, hidden, _, regimes = GROUPS[group]
+    task, starts, flow = group_flows(group)
+    U, sv, V = task.modes()
+    r = min(hidden, m, d)
+    limit = (U[:, :r] * sv[None, :r]) @ V[:, :r].T
+    for i, ((kwargs, name), w0) in enumerate(zip(regimes, starts)):
+        exact = linflow.exact_flow(task, w0, TS_INF, tau=TAU)
+        assert exact.stats["closed_form"] == name
+        ref = tuple(w[:, 2 * i : 2 * i + 2] for w in flow.weights)
+        got = tuple(w[:-1] for w in exact.weights)
+        assert rel_err(invariants(got), invariants(ref)) < 1e-8, kwargs
+        # t = 0 returns the start itself, t = inf the best rank-r approximation of sigma_yx.
+        assert rel_err(tuple(w[0] for w in exact.weights), w0) < 1e-12
+        assert rel_err(exact.product()[-1], jnp.broadcast_to(limit, (2, m, d))) < 1e-12
+        # The imbalance is conserved exactly: lambda I at all times.
+        lam = kwargs.get("lam", 0.0)
+        assert np.allclose(exact.balance()[0], lam * jnp.eye(hidden), atol=1e-12)
+
+
+def test_lambda_to_zero_limit_is_the_zero_balanced_form(group_flows):
+    task = group_flows("m<d")[0]  # same shapes as there: the compiled solves are reused
+    balanced = linflow.init_weights(
+        jax.random.key(4), task, 3, scheme="balanced", scale=0.2, batch=(2,)
+    )
+    zero = linflow.exact_flow(task, balanced, TS_INF, tau=TAU)
+    assert zero.stats["closed_form"] == "zero-balanced two-layer"
+    # The lambda-balanced evaluation on a balanced start (measured lambda ~ 1e-17) agrees.
+    general = riccati_two_layer(task.sigma_yx, balanced, TS_INF, jnp.asarray(TAU), 3, False)
+    assert rel_err(invariants(general), invariants(zero.weights)) < 1e-12
+    # Starts with small lambda converge to the balanced one, and so do their solutions, ~ lambda.
+    errors = []
+    for lam in (1e-3, 1e-5):
+        start = linflow.init_weights(
+            jax.random.key(4), task, 3, scheme="lambda_balanced", lam=lam, scale=0.2, batch=(2,)
+        )
+        traj = linflow.exact_flow(task, start, TS_INF, tau=TAU)
+        assert traj.stats["closed_form"] == "lambda-balanced two-layer"
+        errors.append(rel_err(invariants(traj.weights), invariants(zero.weights)))
+    assert errors[0] < 0.1 and errors[1] < 0.015 * errors[0]
+
+
+def test_riccati_forms_are_jit_and_vmap_safe(group_flows):
+    task, starts, _ = group_flows("m<d")
+    for w0 in (starts[0], starts[2]):  # zero- and lambda-balanced
+        traj = linflow.exact_flow(task, w0, TS_INF, tau=TAU)
+        form = next(f for f in linflow.CLOSED_FORMS if f.name == traj.stats["closed_form"])
+
+        @jax.jit
+        @jax.vmap
+        def one(w1, w2, form=form):
+            return form.solve(task, (w1, w2), TS_INF, jnp.asarray(TAU))
+
+        mapped = one(*w0)
+        assert rel_err(tuple(jnp.swapaxes(w, 0, 1) for w in mapped), traj.weights) < 1e-12
+
+
+@pytest.mark.parametrize("depth", [3, 4])
+def test_deep_mode_matches_integration(depth):
+    s, tau = 2.0, 1.3
+    t = np.array([0.0, 0.5, 3.0, 30.0, 300.0, np.inf])
+    u0 = np.array([1e-5, 0.05, 1.2, 0.0])
+    u = linflow.deep_mode(t[None, :], s, u0[:, None], tau=tau, depth=depth)
+    for row, start in zip(u, u0[:3]):
+        sol = solve_ivp(
+            lambda _, y: [depth * y[0] ** (2 - 2 / depth) * (s - y[0]) / tau],
+            (0, t[-2]),
+            [start],
+            t_eval=t[:-1],
+            method="DOP853",
+            rtol=1e-13,
+            atol=1e-16,
+        )
+        assert np.allclose(row[:-1], sol.y[0], rtol=1e-9, atol=0)
+    assert np.all(u[:3, -1] == s) and np.all(u[3] == 0.0)  # t = inf; u0 = 0 stays put
+    # time_to_learn is its inverse.
+    half = linflow.time_to_learn(s, u0[:2], tau=tau, depth=depth)
+    assert np.allclose(linflow.deep_mode(half, s, u0[:2], tau, depth), s / 2, rtol=1e-10)
+    # jit and vmap.
+    mapped = jax.vmap(jax.jit(partial(linflow.deep_mode, depth=depth)), in_axes=(None, None, 0))(
+        2.0, s, jnp.asarray(u0)
+    )
+    assert np.allclose(mapped, linflow.deep_mode(2.0, s, u0, depth=depth), rtol=1e-14)
+
+
+def test_deep_mode_low_depths_and_bad_depth():
+    assert float(linflow.deep_mode(1.0, 2.0, 0.1, depth=2)) == float(
+        linflow.saxe_deep(1.0, 2.0, 0.1)
+    )
+    assert float(linflow.deep_mode(1.0, 2.0, 0.1, depth=1)) == float(linflow.shallow(1.0, 2.0, 0.1))
+    with pytest.raises(ValueError, match="depth=0"):
+        linflow.deep_mode(1.0, 2.0, 0.1, depth=0)
+
+
+@pytest.mark.parametrize("hidden", [(3, 3), (4, 5, 3)])
+def test_aligned_deep_matches_gradient_flow(hidden):
+    task = whitened_task(jax.random.key(7), m=3, d=4)
+    scale = jnp.array([0.5, 0.4, 0.3])
+    w0 = linflow.init_weights(
+        jax.random.key(8), task, hidden, scheme="aligned", scale=scale, batch=(2,)
+    )
+    exact = linflow.exact_flow(task, w0, TS_INF, tau=TAU)
+    assert exact.stats["closed_form"] == "aligned balanced deep"
+    flow = linflow.gradient_flow(task, w0, TS, tau=TAU, rtol=1e-11, atol=1e-13)
+    assert rel_err(tuple(w[:-1] for w in exact.weights), flow.weights) < 1e-8
+    assert rel_err(tuple(w[0] for w in exact.weights), w0) < 1e-14
+    assert rel_err(exact.product()[-1], jnp.broadcast_to(task.sigma_yx, (2, 3, 4))) < 1e-12
+    u = exact.mode_strengths(task)
+    expected = linflow.deep_mode(
+        TS_INF[:, None, None], task.modes()[1], scale ** len(w0), TAU, len(w0)
+    )
+    assert np.allclose(u, expected, rtol=1e-12)
+
+
+def test_dispatch_measures_lambda_with_a_tolerance(group_flows):
+    task, starts, _ = group_flows("m<d")
+    w1, w2 = starts[1]  # lambda = 0.5
+    nudged = (w1, w2 + 1e-9 * jax.random.normal(jax.random.key(20), w2.shape))
+    with pytest.raises(ValueError, match="lambda-balanced two-layer: not balanced"):
+        linflow.exact_flow(task, nudged, TS_INF, tau=TAU)
+    loose = linflow.exact_flow(task, nudged, TS_INF, tau=TAU, rtol=1e-6)
+    assert loose.stats["closed_form"] == "lambda-balanced two-layer"
+    exact = linflow.exact_flow(task, starts[1], TS_INF, tau=TAU)
+    assert rel_err(invariants(loose.weights), invariants(exact.weights)) < 1e-7
+
+
+def test_dispatch_refuses_what_no_form_solves():
+    task = whitened_task(jax.random.key(9), m=3, d=4)
+    gaussian = linflow.init_weights(jax.random.key(10), task, 3, scale=0.3)
+    with pytest.raises(ValueError, match="zero-balanced two-layer: not balanced"):
+        linflow.exact_flow(task, gaussian, TS)
+    # A rank-2 start on a task whose 2nd and 3rd singular values tie has no unique limit.
+    tie = whitened_task(jax.random.key(9), m=3, d=4, s=(3.0, 1.0, 1.0))
+    low = linflow.init_weights(jax.random.key(11), tie, 2, scheme="balanced", scale=0.3)
+    with pytest.raises(ValueError, match="zero-balanced two-layer: the top r = 2"):
+        linflow.exact_flow(tie, low, TS)
+    data = data_task(jax.random.key(12))
+    balanced = linflow.init_weights(jax.random.key(13), data, 3, scheme="balanced", scale=0.3)
+    with pytest.raises(ValueError, match="lambda-balanced two-layer: needs whitened inputs"):
+        linflow.exact_flow(data, balanced, TS)
+    deep = linflow.init_weights(jax.random.key(14), task, (3, 3), scheme="balanced", scale=0.3)
+    with pytest.raises(ValueError, match="aligned balanced deep: not aligned"):
+        linflow.exact_flow(task, deep, TS)
+    unbalanced = linflow.init_weights(
+        jax.random.key(14), task, (3, 3), scheme="aligned", scale=0.3, lam=0.1
+    )
+    with pytest.raises(ValueError, match="aligned balanced deep: not balanced"):
+        linflow.exact_flow(task, unbalanced, TS)
+
+
+def test_kernels_from_the_closed_form(group_flows):
+    task, starts, flow = group_flows("m<d")
+    traj = linflow.exact_flow(task, starts[0], TS_INF, tau=TAU)
+    traj = linflow.Trajectory(traj.ts, tuple(w[:, 0] for w in traj.weights))
+    X = jax.random.normal(jax.random.key(17), (5, 4))
+    w1, w2 = (w[3] for w in traj.weights)
+    # NTK against the Jacobian of the outputs with respect to all weights.
+    jac = jax.jacobian(lambda ws: (X @ (ws[1] @ ws[0]).T).T.reshape(-1))((w1, w2))
+    flat = jnp.concatenate([j.reshape(j.shape[0], -1) for j in jac], axis=1)
+    assert np.allclose(linflow.ntk((w1, w2), X), flat @ flat.T, rtol=1e-12, atol=1e-12)
+    kernel = linflow.ntk(traj.weights, X)
+    assert kernel.shape == (TS_INF.shape[0], 15, 15)
+    expected = jnp.kron(jnp.eye(3), X @ w1.T @ w1 @ X.T) + jnp.kron(w2 @ w2.T, X @ X.T)
+    assert np.allclose(kernel[3], expected, rtol=1e-12, atol=1e-13)
+    # Representations and test predictions are gauge invariant: exact equals flow.
+    flow_weights = tuple(w[:, 0] for w in flow.weights)
+    assert (
+        rel_err(
+            linflow.representational_similarity(traj.weights)[:-1],
+            linflow.representational_similarity(flow_weights),
+        )
+        < 1e-8
+    )
+    rsm = linflow.representational_similarity(traj.weights, X)
+    assert np.allclose(rsm[3], X @ w1.T @ w1 @ X.T, rtol=1e-12)
+    pred = linflow.predict(traj.weights, X)
+    assert rel_err(pred[:-1], linflow.predict(flow_weights, X)) < 1e-8
+    assert np.allclose(pred[-1], X @ task.sigma_yx.T, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="ntk\\(..., X=...\\) must have shape"):
+        linflow.ntk(traj.weights, X.T)
+    with pytest.raises(ValueError, match="layer=2"):
+        linflow.representational_similarity(traj.weights, layer=2)
