@@ -155,7 +155,7 @@ def validate_config(raw: dict, where: str = "config") -> dict:
             if key not in given:
                 if default is _REQUIRED:
                     fail(f"missing key [{section}] {key}")
-                config[section][key] = default
+                config[section][key] = list(default) if isinstance(default, list) else default
                 continue
             value = given[key]
             if isinstance(value, bool) or not isinstance(value, types):
@@ -389,13 +389,15 @@ def run_sweep(config, out, *, progress: bool = True, on_chunk=None) -> dict:
         jobs = _layout(config)
         manifest = {"config": config, "chunks": jobs}
         path = out / "sweep.json"
-        if path.exists():
-            if json.loads(path.read_text())["config"] != json.loads(json.dumps(config)):
-                raise ValueError(
-                    f"run_sweep: {out} holds the results of a different config; "
-                    "use another output folder."
-                )
-        elif writer:
+        same = path.exists() and json.loads(path.read_text())["config"] == json.loads(
+            json.dumps(config)
+        )
+        if not same and any(out.glob("chunk-*.npz")):
+            raise ValueError(
+                f"run_sweep: {out} holds the results of a different config; "
+                "use another output folder."
+            )
+        if not same and writer:
             out.mkdir(parents=True, exist_ok=True)
             text = json.dumps(manifest, indent=2) + "\n"
             _write_atomic(path, lambda f: f.write(text.encode()))

@@ -102,13 +102,13 @@ def main(argv=None) -> int:
 
 
 def _run(config_path: Path, out: Path | None, progress: bool) -> int:
-    """`linflow run`: a malformed config is reported in one line, without a traceback."""
-    from ._sweep import ConfigError, run_sweep
+    """`linflow run`: a bad config or setting is reported in one line, without a traceback."""
+    from ._sweep import run_sweep
 
     out = config_path.with_suffix("") if out is None else out
     try:
         done = run_sweep(config_path, out, progress=progress)
-    except (ConfigError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError) as error:
         print(f"linflow run: {error}", file=sys.stderr)
         return 2
     print(f"{out}: {len(done['computed'])} chunks computed, {len(done['skipped'])} already done")

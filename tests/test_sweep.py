@@ -184,6 +184,19 @@ def test_cli_reports_a_bad_config(tmp_path, capsys):
     assert linflow.cli.main(["run", str(path)]) == 2
     error = capsys.readouterr().err
     assert "bad.toml: unknown key [init] batchsize" in error
+    # A setting the config schema accepts but the network cannot carry: h = 8 > m = 7.
+    path.write_text(
+        CONFIG.replace('"gaussian"', '"lambda_balanced"')
+        .replace("hidden = 4", "hidden = 8")
+        .replace("seed = 3", "seed = 3\nlam = 1.0")
+    )
+    assert linflow.cli.main(["run", str(path), "--out", str(tmp_path / "lam")]) == 2
+    assert "init_weights(..., lam=1.0): lambda > 0 needs hidden width" in capsys.readouterr().err
+    # No chunk was written, so the corrected config may use the same folder.
+    assert not list((tmp_path / "lam").glob("chunk-*"))
+    fixed = validate_config(_raw())
+    fixed["init"]["batch"] = 4
+    assert linflow.run_sweep(fixed, tmp_path / "lam", progress=False)["computed"]
     path.write_text("[task\nname = 1")
     assert linflow.cli.main(["run", str(path)]) == 2
     assert "not valid TOML" in capsys.readouterr().err
