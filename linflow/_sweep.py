@@ -448,24 +448,22 @@ def load_sweep(out) -> list[dict]:
     config = manifest["config"]
     with jax.enable_x64(config["output"]["dtype"] == "float64"):
         s = np.asarray(_build_task(config).modes()[1])
+    by_combo = {}
+    for job in manifest["chunks"]:
+        by_combo.setdefault(job["combo"], []).append(job)
     results = []
-    for c, (scheme, scale) in enumerate(
-        (scheme, scale)
-        for scheme in config["init"]["schemes"]
-        for scale in config["init"]["scales"]
-    ):
-        jobs = [job for job in manifest["chunks"] if job["combo"] == c]
+    for jobs in by_combo.values():
         files = [_chunk_path(out, job) for job in jobs]
-        present = [np.load(f) for f in files if f.exists()]
+        present = [_read_npz(f) for f in files if f.exists()]
         result = {
-            "scheme": scheme,
-            "scale": scale,
+            "scheme": jobs[0]["scheme"],
+            "scale": jobs[0]["scale"],
             "complete": len(present) == len(files),
             "singular_values": s,
         }
         if present:
             result["ts"] = present[0]["ts"]
-            for name in present[0].files:
+            for name in present[0]:
                 if name == "ts":
                     continue
                 axis = 0 if name == "learning_times" else 1
@@ -473,3 +471,8 @@ def load_sweep(out) -> list[dict]:
                 result[key] = np.concatenate([p[name] for p in present], axis=axis)
         results.append(result)
     return results
+
+
+def _read_npz(path: Path) -> dict:
+    with np.load(path) as data:
+        return dict(data)

@@ -13,7 +13,7 @@ import pytest
 
 import linflow
 import linflow.cli
-from linflow._sweep import ConfigError, validate_config
+from linflow._sweep import ConfigError, _read_npz, validate_config
 
 CONFIG = """
 [task]
@@ -50,7 +50,7 @@ def _subprocess(code: str, **env):
 
 
 def _chunks(out: Path) -> dict:
-    return {p.name: dict(np.load(p)) for p in sorted(out.glob("chunk-*.npz"))}
+    return {p.name: _read_npz(p) for p in sorted(out.glob("chunk-*.npz"))}
 
 
 @pytest.fixture(scope="module")
