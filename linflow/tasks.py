@@ -159,10 +159,11 @@ def binary_tree(depth: int, *, noise=0.0, key=None, dtype=None):
 def semantic_hierarchy(dtype=None):
     r"""Eight living things on a three-level hierarchy (after Rumelhart & Todd 1993).
 
-    The items of the semantic-cognition network of Rumelhart & Todd (1993), used by Saxe,
-    McClelland & Ganguli (PNAS 2019): fish (Salmon, Sunfish), birds (Canary, Robin),
-    trees (Oak, Pine) and flowers (Rose, Daisy), with one property per node of the tree so
-    that the hierarchy is exact: Grow (all); Move (animals), Roots (plants); Swim (fish),
+    The eight items of the semantic-cognition network of Rumelhart & Todd (1993), also
+    discussed by Saxe, McClelland & Ganguli (PNAS 2019): fish (Salmon, Sunfish), birds
+    (Canary, Robin), trees (Oak, Pine) and flowers (Rose, Daisy). The properties are chosen
+    here, one per node of the tree, so that the hierarchy is exact (the original data set has
+    more, overlapping properties): Grow (all); Move (animals), Roots (plants); Swim (fish),
     Fly (birds), Bark (trees), Petals (flowers); and one property of each item alone (Pink,
     Yellow, Sing, Red, Acorns, Needles, Thorns, White). It is `binary_tree(3)` with names:
     singular values $\sqrt{15}, \sqrt7, \sqrt3, \sqrt3, 1, 1, 1, 1$ (the broad animal/plant
@@ -232,9 +233,10 @@ def _data(fn: str, task: Task):
 def reversal(task: Task, item: int, prop: int) -> Task:
     r"""The same items with one property flipped ($y_{ij} \to 1 - y_{ij}$), for relearning.
 
-    A reversal-learning variant (e.g. Saxe et al. 2019: a network that has learned the
-    hierarchy is told that one item now lacks, or has, a property). Train on `task` first,
-    then continue from the learned weights on `reversal(task, ...)`.
+    A reversal-learning probe for continual learning: a network that has learned the task
+    is told that one item now lacks (or has) a property, and its other predictions show how
+    much the change interferes with what it knew. Train on `task` first, then continue from
+    the learned weights on `reversal(task, ...)`.
 
     **Arguments:** `task` a task with data (e.g. from `saxe_hierarchy`), `item` the row of
     $Y$ (index into `items`), `prop` the column (index into `properties`).
@@ -262,8 +264,10 @@ def reversal(task: Task, item: int, prop: int) -> Task:
 def transfer(task: Task, targets, *, keep_old: bool = True) -> Task:
     r"""The task extended by new one-hot items with the given properties, for transfer learning.
 
-    The new items get new input units: $X' = \begin{pmatrix} X & 0 \\ 0 & I_k \end{pmatrix}$
-    and $Y' = \begin{pmatrix} Y \\ Y_{\text{new}} \end{pmatrix}$ (or only the new rows, with
+    Like the novel items whose properties a network generalises from what it knows (the
+    inductive projection of Saxe et al. 2019), the new items get new input units:
+    $X' = \begin{pmatrix} X & 0 \\ 0 & I_k \end{pmatrix}$ and
+    $Y' = \begin{pmatrix} Y \\ Y_{\text{new}} \end{pmatrix}$ (or only the new rows, with
     `keep_old=False`, to train on the new items alone and watch the old ones). A network
     trained on `task` continues on the new task after appending $k$ zero columns to $W_1$
     (`jnp.pad(W1, ((0, 0), (0, k)))`), which leaves its old predictions unchanged.
