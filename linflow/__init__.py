@@ -13,6 +13,10 @@ from ._completion import observed_loss as observed_loss
 from ._completion import sensing_loss as sensing_loss
 from ._completion import unobserved_error as unobserved_error
 from ._descent import gradient_descent as gradient_descent
+from ._diagnostics import illusory_correlations as illusory_correlations
+from ._diagnostics import mode_alignment as mode_alignment
+from ._diagnostics import ntk_movement as ntk_movement
+from ._diagnostics import weight_movement as weight_movement
 from ._end_to_end import end_to_end_flow as end_to_end_flow
 from ._end_to_end import preconditioned_gradient as preconditioned_gradient
 from ._end_to_end import singular_value_velocity as singular_value_velocity
@@ -62,6 +66,9 @@ from ._phase import FIXED_POINT_KINDS as FIXED_POINT_KINDS
 from ._phase import FixedPoint as FixedPoint
 from ._phase import fixed_points as fixed_points
 from ._phase import scalar_pair as scalar_pair
+from ._sweep import load_config as load_config
+from ._sweep import load_sweep as load_sweep
+from ._sweep import run_sweep as run_sweep
 from ._task import Task as Task
 from ._trajectory import Trajectory as Trajectory
 

@@ -87,16 +87,21 @@ def ntk(weights, X):
     return total.reshape(total.shape[:-4] + (m * n, m * n))
 
 
-def representational_similarity(weights, X=None, *, layer: int = 1):
-    r"""Similarity of the hidden representations $h = W_l \cdots W_1 x$ after layer `layer`.
+def representational_similarity(weights, X=None, *, layer: int = 1, normalize: bool = False):
+    r"""Similarity of the representations $h_i = W_l \cdots W_1 x_i$ after layer `layer`.
 
     $$\mathrm{RSM} = X (W_l \cdots W_1)^\top (W_l \cdots W_1) X^\top,$$
 
-    which for $X = I$ (or `X=None`) is the Gram matrix $W_1^\top W_1$ of the first hidden layer
-    that the closed forms of Braun et al. (2022) and Dominé et al. (2025) give directly.
+    or the cosines $h_i^\top h_j / \|h_i\|\|h_j\|$ with `normalize=True` (Saxe, McClelland &
+    Ganguli, PNAS 2019, Fig. 5). For $X = I$ (or `X=None`, one-hot items) and `layer=1` it is
+    the Gram matrix $W_1^\top W_1$ that the closed forms of Braun et al. (2022) and Dominé et al.
+    (2025) give directly; a balanced two-layer network that has learned a whitened task has
+    $W_1^\top W_1 = V S V^\top$: items are as similar as the modes they share.
 
-    **Arguments:** `weights` a tuple, each `(*batch, h_l, h_{l-1})`; `X` of shape `(n, d)` or
-    `None`; `layer` in $1, \dots, N - 1$ (default the first hidden layer).
+    **Arguments:** `weights` a tuple, each `(*batch, h_l, h_{l-1})` (e.g. `traj.weights`, time
+    first); `X` of shape `(n, d)` or `None`; `layer` in $1, \dots, N$ (default the first hidden
+    layer; $N$ compares the outputs); `normalize` for cosines (a zero representation has
+    similarity 0 with everything).
 
     **Returns:** shape `(*batch, n, n)` (or `(*batch, d, d)` without `X`).
 
@@ -113,11 +118,14 @@ def representational_similarity(weights, X=None, *, layer: int = 1):
         weights = check_weights(fn, weights)
     else:
         weights, X = _inputs(fn, weights, X)
-    if not isinstance(layer, int) or not 1 <= layer <= len(weights) - 1:
-        raise ValueError(
-            f"{fn}(..., layer={layer!r}) must be a hidden layer, 1 <= layer <= {len(weights) - 1}."
-        )
+    if not isinstance(layer, int) or not 1 <= layer <= len(weights):
+        raise ValueError(f"{fn}(..., layer={layer!r}) must be an int in 1..{len(weights)}.")
     features = product(weights[:layer])
     if X is not None:
         features = features @ lift(X.T, features.ndim)
-    return jnp.swapaxes(features, -1, -2) @ features
+    rsm = jnp.swapaxes(features, -1, -2) @ features
+    if not normalize:
+        return rsm
+    norm = jnp.sqrt(jnp.diagonal(rsm, axis1=-2, axis2=-1))
+    outer = norm[..., :, None] * norm[..., None, :]
+    return jnp.where(outer > 0, rsm / jnp.where(outer > 0, outer, 1.0), 0.0)

@@ -3,6 +3,7 @@ r"""The `linflow` command line (also `python -m linflow`).
 `linflow demo --out DIR` trains three networks on the hierarchy of Saxe, McClelland &
 Ganguli (2019) with all three engines, and writes `modes.png`, `loss.png` and
 `summary.json` to `DIR`, checking the engines against each other and against the closed forms.
+`linflow run CONFIG.toml` runs a sweep (see `linflow._sweep`), `linflow plot RESULTS_DIR` draws it.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -69,9 +71,76 @@ def main(argv=None) -> int:
         default=Path("linflow-demo"),
         help="output folder (default: linflow-demo)",
     )
+    run = commands.add_parser(
+        "run",
+        help="run a sweep described by a TOML config (resumable, sharded over devices)",
+        description="Run every (scheme, scale) of CONFIG over its batch of initialisations, "
+        "written in chunks to the results folder; rerun to resume after an interruption.",
+    )
+    run.add_argument("config", type=Path, help="the sweep's TOML file")
+    run.add_argument(
+        "--out", type=Path, default=None, help="results folder (default: CONFIG without .toml)"
+    )
+    run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    plot_parser = commands.add_parser(
+        "plot",
+        help="draw the standard figures of a sweep's results",
+        description="Write loss.png, modes.png and learning_times.png for RESULTS_DIR.",
+    )
+    plot_parser.add_argument("results", type=Path, help="results folder of `linflow run`")
+    plot_parser.add_argument(
+        "--out", type=Path, default=None, help="folder for the figures (default: RESULTS_DIR)"
+    )
     args = parser.parse_args(argv)
-    _demo(args.out)
+    if args.command == "demo":
+        _demo(args.out)
+    elif args.command == "run":
+        return _run(args.config, args.out, not args.no_progress)
+    else:
+        _plot(args.results, args.out or args.results)
     return 0
+
+
+def _run(config_path: Path, out: Path | None, progress: bool) -> int:
+    """`linflow run`: a bad config or setting is reported in one line, without a traceback."""
+    from ._sweep import run_sweep
+
+    out = config_path.with_suffix("") if out is None else out
+    try:
+        done = run_sweep(config_path, out, progress=progress)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"linflow run: {error}", file=sys.stderr)
+        return 2
+    print(f"{out}: {len(done['computed'])} chunks computed, {len(done['skipped'])} already done")
+    return 0
+
+
+def _plot(results: Path, out: Path) -> None:
+    """`linflow plot`: loss, mode strengths and learning times of every (scheme, scale)."""
+    from matplotlib.figure import Figure
+
+    from ._sweep import load_sweep
+
+    sweep = load_sweep(results)
+    out.mkdir(parents=True, exist_ok=True)
+    figures = {}
+    if all("loss" in r for r in sweep):
+        figure = Figure(figsize=(7, 4.5), layout="constrained")
+        plot.sweep_loss(sweep, ax=figure.subplots())
+        figures["loss.png"] = figure
+    for name, draw in (
+        ("modes.png", plot.sweep_mode_strengths),
+        ("learning_times.png", plot.sweep_learning_times),
+    ):
+        key = "mode_strengths" if name == "modes.png" else "learning_times"
+        if all(key in r for r in sweep):
+            figure = Figure(figsize=(5 * len(sweep), 4), layout="constrained")
+            for ax, result in zip(np.atleast_1d(figure.subplots(1, len(sweep))), sweep):
+                draw(result, ax=ax)
+            figures[name] = figure
+    for name, figure in figures.items():
+        figure.savefig(out / name, dpi=110)
+        print(f"wrote {out / name}")
 
 
 def _demo(out: Path) -> None:

@@ -273,4 +273,98 @@ def phase_portrait(
     ax.set_xlabel("$a$")
     ax.set_ylabel("$b$")
     ax.set_title(rf"$\tau\,\dot a = (s - ab)\,b$, $\tau\,\dot b = (s - ab)\,a$, $s = {s:g}$")
+
+
+def _band(ax, ts, values, color, label):
+    """Median over the batch (axis 1) with a shaded 10-90 % band."""
+    low, median, high = np.nanpercentile(values, [10, 50, 90], axis=1)
+    ax.plot(ts, median, color=color, label=label)
+    ax.fill_between(ts, low, high, color=color, alpha=0.2, linewidth=0)
+
+
+def _sweep_label(result) -> str:
+    return f"{result['scheme']}, scale {result['scale']:g}"
+
+
+def sweep_loss(results, *, ax=None):
+    r"""Plot the loss of every (scheme, scale) of a sweep: median and 10-90 % band over the batch.
+
+    **Arguments:** `results` from `linflow.load_sweep` (with `loss` saved); `ax` (default: a
+    new figure).
+
+    **Returns:** the matplotlib Axes.
+
+    **Example:**
+
+    ```python
+    linflow.plot.sweep_loss(linflow.load_sweep("results"))
+    ```
+    """
+    ax = _axes(ax)
+    for i, result in enumerate(r for r in results if "loss" in r):
+        _band(ax, result["ts"], result["loss"], f"C{i % 10}", _sweep_label(result))
+    ax.set_yscale("log")
+    ax.set_xlabel("t")
+    ax.set_ylabel("loss $L$")
+    ax.legend(fontsize="small")
+    return ax
+
+
+def sweep_mode_strengths(result, *, ax=None):
+    r"""Plot the mode strengths $u_\alpha(t)$ of one (scheme, scale) of a sweep over its batch.
+
+    One colour per mode: the median and 10-90 % band over the batch, and a dotted line at
+    each singular value $s_\alpha$.
+
+    **Arguments:** `result`, one entry of `linflow.load_sweep` (with `mode_strengths` saved);
+    `ax` (default: a new figure).
+
+    **Returns:** the matplotlib Axes.
+
+    **Example:**
+
+    ```python
+    linflow.plot.sweep_mode_strengths(linflow.load_sweep("results")[0])
+    ```
+    """
+    ax = _axes(ax)
+    for alpha, s in enumerate(result["singular_values"]):
+        colour = f"C{alpha % 10}"
+        _band(ax, result["ts"], result["mode_strengths"][..., alpha], colour, f"$s={s:.3g}$")
+        ax.axhline(s, color=colour, linestyle=":", linewidth=0.8)
+    ax.set_xlabel("t")
+    ax.set_ylabel(r"mode strength $u_\alpha$")
+    ax.set_title(_sweep_label(result))
+    ax.legend(fontsize="small")
+    return ax
+
+
+def sweep_learning_times(result, *, ax=None, bins=40):
+    r"""Histogram of the time each mode takes to reach $s_\alpha/2$, over the batch of a sweep.
+
+    **Arguments:** `result`, one entry of `linflow.load_sweep` (with `learning_times` saved);
+    `ax` (default: a new figure); `bins` of the histogram. Modes never learned within the
+    sweep's times are counted in the legend.
+
+    **Returns:** the matplotlib Axes.
+
+    **Example:**
+
+    ```python
+    linflow.plot.sweep_learning_times(linflow.load_sweep("results")[0])
+    ```
+    """
+    ax = _axes(ax)
+    times = result["learning_times"]
+    finite = times[np.isfinite(times)]
+    edges = np.histogram_bin_edges(finite if finite.size else [0.0, 1.0], bins=bins)
+    for alpha, s in enumerate(result["singular_values"]):
+        t = times[:, alpha]
+        missing = int(np.sum(~np.isfinite(t)))
+        label = f"$s={s:.3g}$" + (f" ({missing} not learned)" if missing else "")
+        ax.hist(t[np.isfinite(t)], bins=edges, color=f"C{alpha % 10}", alpha=0.5, label=label)
+    ax.set_xlabel(r"time to learn, $u_\alpha = s_\alpha / 2$")
+    ax.set_ylabel("initialisations")
+    ax.set_title(_sweep_label(result))
+    ax.legend(fontsize="small")
     return ax

@@ -271,5 +271,5 @@ def test_kernels_from_the_closed_form(group_flows):
     assert np.allclose(pred[-1], X @ task.sigma_yx.T, rtol=1e-12, atol=1e-12)
     with pytest.raises(ValueError, match="ntk\\(..., X=...\\) must have shape"):
         linflow.ntk(traj.weights, X.T)
-    with pytest.raises(ValueError, match="layer=2"):
-        linflow.representational_similarity(traj.weights, layer=2)
+    with pytest.raises(ValueError, match="layer=3"):
+        linflow.representational_similarity(traj.weights, layer=3)
