@@ -273,6 +273,7 @@ def phase_portrait(
     ax.set_xlabel("$a$")
     ax.set_ylabel("$b$")
     ax.set_title(rf"$\tau\,\dot a = (s - ab)\,b$, $\tau\,\dot b = (s - ab)\,a$, $s = {s:g}$")
+    return ax
 
 
 def _band(ax, ts, values, color, label):
