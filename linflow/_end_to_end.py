@@ -25,6 +25,16 @@ from ._task import Task
 from ._trajectory import Trajectory
 
 
+def _check_w_grad(fn: str, w, grad, depth):
+    """`w` and `grad` as arrays of one shape `(*batch, m, d)`, and a positive int `depth`."""
+    w, grad = jnp.asarray(w), jnp.asarray(grad)
+    if w.ndim < 2 or w.shape != grad.shape:
+        raise ValueError(f"{fn}(w, grad, ...) need the same (*batch, m, d) shape.")
+    if not isinstance(depth, int | np.integer) or depth < 1:
+        raise ValueError(f"{fn}(..., depth={depth!r}) must be a positive int.")
+    return w, grad
+
+
 def preconditioned_gradient(w: Array, grad: Array, depth: int) -> Array:
     r"""$\sum_{j=1}^{N} (WW^\top)^{(j-1)/N} G (W^\top W)^{(N-j)/N}$ (Arora et al. 2018, Thm 1).
 
@@ -47,11 +57,7 @@ def preconditioned_gradient(w: Array, grad: Array, depth: int) -> Array:
     ```
     """
     fn = "preconditioned_gradient"
-    w, grad = jnp.asarray(w), jnp.asarray(grad)
-    if w.ndim < 2 or w.shape != grad.shape:
-        raise ValueError(f"{fn}(w, grad, ...) need the same (*batch, m, d) shape.")
-    if not isinstance(depth, int | np.integer) or depth < 1:
-        raise ValueError(f"{fn}(..., depth={depth!r}) must be a positive int.")
+    w, grad = _check_w_grad(fn, w, grad, depth)
     m, d = w.shape[-2:]
     u, s, vt = jnp.linalg.svd(w, full_matrices=True)
     k = s.shape[-1]
@@ -179,11 +185,7 @@ def singular_value_velocity(w: Array, grad: Array, depth: int, *, tau=1.0) -> Ar
     ```
     """
     fn = "singular_value_velocity"
-    w, grad = jnp.asarray(w), jnp.asarray(grad)
-    if w.ndim < 2 or w.shape != grad.shape:
-        raise ValueError(f"{fn}(w, grad, ...) need the same (*batch, m, d) shape.")
-    if not isinstance(depth, int | np.integer) or depth < 1:
-        raise ValueError(f"{fn}(..., depth={depth!r}) must be a positive int.")
+    w, grad = _check_w_grad(fn, w, grad, depth)
     check_positive(fn, "tau", tau)
     u, s, vt = jnp.linalg.svd(w, full_matrices=False)
     projection = jnp.einsum("...mk,...md,...kd->...k", u, grad, vt)
