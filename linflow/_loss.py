@@ -11,6 +11,7 @@ All functions broadcast over leading batch axes of the weights.
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 from jaxtyping import Array
 
@@ -60,6 +61,28 @@ def loss(task: Task, weights) -> Array:
     return _loss(task, product(weights))
 
 
+# Largest contraction that `batched_matmul` unrolls. On XLA:CPU the batched dot of tiny
+# matrices is 2-50x slower than a fused sum of outer products for contractions of 2 to 8
+# (measured per GD step, B = 10^4, float32 and float64; see benchmarks/ and the README).
+UNROLL_MAX = 8
+
+
+def batched_matmul(a: Array, b: Array) -> Array:
+    r"""`a @ b` over matching leading batch axes, $\sum_k a_{:k} b_{k:}$ unrolled when small.
+
+    For a contraction of at most `UNROLL_MAX` on the CPU, the product is written as a sum of
+    outer products, which XLA fuses into one elementwise loop over the batch; otherwise (or
+    without batch axes, where one GEMM is best) it is the plain matrix product.
+    """
+    k = a.shape[-1]
+    if a.ndim < 3 or b.ndim < 3 or k > UNROLL_MAX or jax.default_backend() != "cpu":
+        return a @ b
+    out = a[..., :, 0, None] * b[..., None, 0, :]
+    for j in range(1, k):
+        out = out + a[..., :, j, None] * b[..., None, j, :]
+    return out
+
+
 def layer_gradients(weights, sigma_yx: Array, sigma_xx: Array | None) -> tuple[Array, ...]:
     r"""$\partial L/\partial W_l$ for every layer from $\Sigma_{yx}$, $\Sigma_{xx}$ (`None`: $I$).
 
@@ -69,16 +92,19 @@ def layer_gradients(weights, sigma_yx: Array, sigma_xx: Array | None) -> tuple[A
     # prefix[l] = W_l ⋯ W_1 (prefix[0] = identity, left implicit)
     prefix = [None]
     for w in weights[:-1]:
-        prefix.append(w if prefix[-1] is None else w @ prefix[-1])
-    w_full = weights[-1] if prefix[-1] is None else weights[-1] @ prefix[-1]
+        prefix.append(w if prefix[-1] is None else batched_matmul(w, prefix[-1]))
+    w_full = weights[-1] if prefix[-1] is None else batched_matmul(weights[-1], prefix[-1])
     g = w_full if sigma_xx is None else w_full @ sigma_xx
     g = g - lift(sigma_yx, g.ndim)
     grads = [None] * len(weights)
     back = g  # (W_N ⋯ W_{l+1})ᵀ G, built from the top layer down
     for l in range(len(weights) - 1, -1, -1):
-        grads[l] = back if prefix[l] is None else back @ jnp.swapaxes(prefix[l], -1, -2)
+        if prefix[l] is not None:
+            grads[l] = batched_matmul(back, jnp.swapaxes(prefix[l], -1, -2))
+        else:
+            grads[l] = back
         if l > 0:
-            back = jnp.swapaxes(weights[l], -1, -2) @ back
+            back = batched_matmul(jnp.swapaxes(weights[l], -1, -2), back)
     return tuple(grads)
 
 
