@@ -32,6 +32,16 @@ def check_positive(fn: str, name: str, value) -> None:
         raise ValueError(f"{fn}(..., {name}={value!r}) must be a finite positive scalar.")
 
 
+def check_schedule(fn: str, steps, save_every) -> None:
+    """Raise unless `steps` is an int >= 0 and `save_every` a positive int dividing it."""
+    if not isinstance(steps, int | np.integer) or steps < 0:
+        raise ValueError(f"{fn}(..., steps={steps!r}) must be a non-negative int.")
+    if not isinstance(save_every, int | np.integer) or save_every < 1 or steps % save_every:
+        raise ValueError(
+            f"{fn}(..., save_every={save_every!r}) must be a positive int dividing steps={steps}."
+        )
+
+
 def check_times(fn: str, ts, *, allow_inf: bool = False):
     """Validate and convert save times: 1-D, non-negative, strictly increasing.
 

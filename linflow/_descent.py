@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ._checks import check_positive, check_weights
+from ._checks import check_positive, check_schedule, check_weights
 from ._loss import layer_gradients
 from ._objective import Objective, as_objective
 from ._objective import vmap_n as _vmap_n
@@ -49,6 +49,13 @@ def _run_chunk(task, state, lr, optimizer, key, *, n_saves: int, save_every: int
             updates, opt_state = _vmap_n(optimizer.update, n_batch)(grads, opt_state, weights)
             weights = optax.apply_updates(weights, updates)
         return (weights, opt_state, k + 1), None
+
+    return scan_with_saves(step, state, n_saves=n_saves, save_every=save_every)
+
+
+def scan_with_saves(step, state, *, n_saves: int, save_every: int):
+    """Run `step` (a `lax.scan` body) `n_saves * save_every` times, keeping `state[0]` every
+    `save_every` steps: returns the final state and the saves, each leaf `(n_saves, ...)`."""
 
     def save(carry, _):
         carry, _ = jax.lax.scan(step, carry, None, length=save_every)
@@ -125,12 +132,7 @@ def gradient_descent(
     else:
         task = as_objective(fn, task)
         weights0 = task.check_params(fn, weights0)
-    if not isinstance(steps, int | np.integer) or steps < 0:
-        raise ValueError(f"{fn}(..., steps={steps!r}) must be a non-negative int.")
-    if not isinstance(save_every, int | np.integer) or save_every < 1 or steps % save_every:
-        raise ValueError(
-            f"{fn}(..., save_every={save_every!r}) must be a positive int dividing steps={steps}."
-        )
+    check_schedule(fn, steps, save_every)
     if optimizer is None:
         if lr is None:
             raise ValueError(f"{fn}(...) needs lr=... (or optimizer=...).")

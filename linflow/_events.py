@@ -17,7 +17,7 @@ import optimistix as optx
 from jaxtyping import Array
 
 from ._checks import check_positive, check_weights
-from ._flow import _vector_field, batch_max_rms
+from ._flow import _vector_field, pid_controller
 from ._modes import mode_task, to_modes
 from ._task import Task
 
@@ -47,9 +47,7 @@ def _event_times(bar, mode_weights0, alphas, targets, tau, t_max, rtol, atol, ma
             y0=y0,
             args=(bar, tau),
             saveat=diffrax.SaveAt(t1=True),
-            stepsize_controller=diffrax.PIDController(
-                rtol=rtol, atol=atol, pcoeff=0.4, icoeff=0.3, norm=batch_max_rms
-            ),
+            stepsize_controller=pid_controller(rtol, atol),
             event=diffrax.Event(cond, optx.Newton(rtol=rtol, atol=1e-3 * atol), direction=True),
             max_steps=max_steps,
             throw=False,

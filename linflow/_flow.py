@@ -40,6 +40,11 @@ def batch_max_rms(tree, batch_ndim: int | None = None):
     return jnp.sqrt(jnp.max(sq) / count)
 
 
+def pid_controller(rtol, atol, norm=batch_max_rms) -> diffrax.PIDController:
+    """The default adaptive step-size control of the engines (PI coefficients for Tsit5)."""
+    return diffrax.PIDController(rtol=rtol, atol=atol, pcoeff=0.4, icoeff=0.3, norm=norm)
+
+
 @eqx.filter_jit
 def _solve(task, weights0, ts, tau, solver, controller, dt0, max_steps, progress_meter):
     return diffrax.diffeqsolve(
@@ -131,9 +136,7 @@ def gradient_flow(
         raise ValueError(f"{fn}(..., max_steps={max_steps!r}) must be a positive int.")
     solver = diffrax.Tsit5() if solver is None else solver
     if stepsize_controller is None:
-        stepsize_controller = diffrax.PIDController(
-            rtol=rtol, atol=atol, pcoeff=0.4, icoeff=0.3, norm=norm
-        )
+        stepsize_controller = pid_controller(rtol, atol, norm)
     elif isinstance(stepsize_controller, diffrax.ConstantStepSize) and dt0 is None:
         raise ValueError(f"{fn}(..., stepsize_controller=ConstantStepSize()) needs dt0=....")
     meter = diffrax.TqdmProgressMeter() if progress else diffrax.NoProgressMeter()

@@ -18,8 +18,8 @@ import lineax as lx
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from .._checks import check_positive, check_times
-from .._descent import gradient_descent
+from .._checks import check_positive, check_schedule, check_times
+from .._descent import gradient_descent, scan_with_saves
 from .._objective import Objective, as_objective, vmap_n
 from .._trajectory import Trajectory
 
@@ -61,11 +61,7 @@ def _gld_chunk(objective, state, lr, beta, key, samples, *, n_saves, save_every,
         )
         return (params, k + 1), None
 
-    def save(carry, _):
-        carry, _ = jax.lax.scan(step, carry, None, length=save_every)
-        return carry, carry[0]
-
-    return jax.lax.scan(save, state, None, length=n_saves)
+    return scan_with_saves(step, state, n_saves=n_saves, save_every=save_every)
 
 
 def langevin_descent(
@@ -121,10 +117,7 @@ def langevin_descent(
         params0 = full.check_params(fn, params0)
     check_positive(fn, "lr", lr)
     check_positive(fn, "beta", beta)
-    if not isinstance(steps, int | np.integer) or steps < 0:
-        raise ValueError(f"{fn}(..., steps={steps!r}) must be a non-negative int.")
-    if not isinstance(save_every, int | np.integer) or save_every < 1 or steps % save_every:
-        raise ValueError(f"{fn}(..., save_every={save_every!r}) must divide steps={steps}.")
+    check_schedule(fn, steps, save_every)
     if (samples is None) != (batch_size is None):
         raise ValueError(f"{fn}(..., samples=..., batch_size=...) go together (SGLD).")
     if samples is not None:
