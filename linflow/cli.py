@@ -233,7 +233,6 @@ def _timed(fn):
 
 def _network_summary(task, runs, prediction, analytic) -> dict:
     """Plain-JSON results of one network: per engine, between engines, against closed forms."""
-    s = np.asarray(task.modes()[1])
     engines = [name for name in _ENGINE_NAMES if name in runs]
     strengths = {name: runs[name].mode_strengths(task) for name in engines}
     summary = {
@@ -241,7 +240,10 @@ def _network_summary(task, runs, prediction, analytic) -> dict:
         "engines": {
             name: {
                 "final_loss": float(runs[name].loss(task)[-1]),
-                "half_times": _half_times(runs[name].ts, strengths[name], s),
+                "half_times": [
+                    float(t) if np.isfinite(t) else None  # never learned within the run
+                    for t in np.asarray(runs[name].learning_times(task)[..., 0])
+                ],
                 "wall_time_s": runs["wall_time_s"][name],
                 "first_call_s": runs["first_call_s"][name],
             }
@@ -269,26 +271,6 @@ def _network_summary(task, runs, prediction, analytic) -> dict:
             f"max_abs_vs_{reference}": _max_abs(values, strengths[reference]),
         }
     return summary
-
-
-def _half_times(ts, strengths, s) -> list:
-    r"""First time each mode strength reaches $s_\alpha / 2$, linearly interpolated between saves.
-
-    `strengths` has shape `(T, k)`; `None` for a mode that never gets there.
-    """
-    ts, strengths = np.asarray(ts), np.asarray(strengths)
-    times = []
-    for u, half in zip(strengths.T, s / 2):
-        reached = np.flatnonzero(u >= half)
-        if reached.size == 0:
-            times.append(None)
-        elif reached[0] == 0:
-            times.append(float(ts[0]))
-        else:
-            i = reached[0]
-            fraction = (half - u[i - 1]) / (u[i] - u[i - 1])
-            times.append(float(ts[i - 1] + fraction * (ts[i] - ts[i - 1])))
-    return times
 
 
 def _write(out: Path, task, runs, analytic, summary) -> list[Path]:
