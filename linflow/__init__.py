@@ -16,6 +16,7 @@ from ._descent import gradient_descent as gradient_descent
 from ._diagnostics import illusory_correlations as illusory_correlations
 from ._diagnostics import mode_alignment as mode_alignment
 from ._diagnostics import ntk_movement as ntk_movement
+from ._diagnostics import relative_movement as relative_movement
 from ._diagnostics import weight_movement as weight_movement
 from ._end_to_end import end_to_end_flow as end_to_end_flow
 from ._end_to_end import preconditioned_gradient as preconditioned_gradient
@@ -57,7 +58,6 @@ from ._nonlinear.relu import TeacherStudent as TeacherStudent
 from ._nonlinear.relu import measure as measure
 from ._nonlinear.relu import measure_distance as measure_distance
 from ._nonlinear.relu import ntk_gram as ntk_gram
-from ._nonlinear.relu import relative_movement as relative_movement
 from ._nonlinear.relu import relu_network as relu_network
 from ._nonlinear.relu import teacher_student as teacher_student
 from ._nonlinear.relu import uniform_sphere as uniform_sphere

@@ -111,13 +111,19 @@ def weight_movement(traj: Trajectory) -> Array:
     linflow.weight_movement(traj)[-1]   # (*batch, N): how far each layer went
     ```
     """
-    return jnp.stack(
-        [
-            jnp.linalg.norm(w - w[:1], axis=(-2, -1)) / jnp.linalg.norm(w[:1], axis=(-2, -1))
-            for w in traj.weights
-        ],
-        axis=-1,
-    )
+    return jnp.stack([relative_movement(w) for w in traj.weights], axis=-1)
+
+
+def relative_movement(w: Array) -> Array:
+    r"""$\|W(t) - W(0)\|_F / \|W(0)\|_F$ of one weight matrix saved over time.
+
+    **Arguments:** `w` of shape `(T, *batch, rows, cols)` (a layer of `traj.weights`, or the
+    first layer `traj.weights.w` of a `linflow.ReLUNetwork`).
+
+    **Returns:** shape `(T, *batch)`; inf for a matrix that starts at zero and moves.
+    """
+    change = jnp.linalg.norm(w - w[:1], axis=(-2, -1))
+    return change / jnp.linalg.norm(w[:1], axis=(-2, -1))
 
 
 def ntk_movement(traj: Trajectory, task: Task) -> Array:

@@ -222,14 +222,3 @@ def ntk_gram(params: ReLUNetwork, x: Array, scaling: str = "standard") -> Array:
     jac = jax.jacobian(lambda p: relu_network(p, x, scaling))(params)
     flat = jnp.concatenate([j.reshape(x.shape[0], -1) for j in jax.tree.leaves(jac)], axis=1)
     return flat @ flat.T
-
-
-def relative_movement(w: Array) -> Array:
-    r"""$\|W(t) - W(0)\|_F / \|W(0)\|_F$ of first-layer weights saved over time.
-
-    **Arguments:** `w` of shape `(T, *batch, M, d)` (e.g. `traj.weights.w`).
-
-    **Returns:** shape `(T, *batch)`.
-    """
-    change = jnp.linalg.norm(w - w[:1], axis=(-2, -1))
-    return change / jnp.linalg.norm(w[:1], axis=(-2, -1))
