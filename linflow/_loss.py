@@ -62,25 +62,72 @@ def loss(task: Task, weights) -> Array:
 
 
 # Largest contraction that `batched_matmul` unrolls. On XLA:CPU the batched dot of tiny
-# matrices is 2-50x slower than a fused sum of outer products for contractions of 2 to 8
-# (measured per GD step, B = 10^4, float32 and float64; see benchmarks/ and the README).
-UNROLL_MAX = 8
+# matrices is 2-50x slower than a fused sum of outer products; with the operands
+# materialised (see `_error`), the unrolled form wins up to d = 32 in float32 and float64
+# (GD step, B = 10^4; see benchmarks/ and the README).
+UNROLL_MAX = 32
 
 
-def batched_matmul(a: Array, b: Array) -> Array:
-    r"""`a @ b` over matching leading batch axes, $\sum_k a_{:k} b_{k:}$ unrolled when small.
+def _unrolls(a: Array, b: Array, k: int) -> bool:
+    """Whether `batched_matmul` unrolls: both operands batched, contraction small, on CPU."""
+    return a.ndim >= 3 and b.ndim >= 3 and k <= UNROLL_MAX and jax.default_backend() == "cpu"
+
+
+def batched_matmul(
+    a: Array, b: Array, *, transpose_a: bool = False, transpose_b: bool = False
+) -> Array:
+    r"""$AB$ (or $A^\top B$, $AB^\top$) over matching leading batch axes.
 
     For a contraction of at most `UNROLL_MAX` on the CPU, the product is written as a sum of
-    outer products, which XLA fuses into one elementwise loop over the batch; otherwise (or
-    without batch axes, where one GEMM is best) it is the plain matrix product.
+    outer products $\sum_k A_{:k} B_{k:}$, read straight from the rows or columns of the
+    operands (no transpose is formed), which XLA fuses into one elementwise loop over the
+    batch; otherwise (or without batch axes, where one GEMM is best) it is the plain matmul.
     """
-    k = a.shape[-1]
-    if a.ndim < 3 or b.ndim < 3 or k > UNROLL_MAX or jax.default_backend() != "cpu":
-        return a @ b
-    out = a[..., :, 0, None] * b[..., None, 0, :]
+    k = a.shape[-2] if transpose_a else a.shape[-1]
+    if not _unrolls(a, b, k):
+        a = jnp.swapaxes(a, -1, -2) if transpose_a else a
+        return a @ (jnp.swapaxes(b, -1, -2) if transpose_b else b)
+
+    def column(j):
+        return (a[..., j, :] if transpose_a else a[..., :, j])[..., :, None]
+
+    def row(j):
+        return (b[..., :, j] if transpose_b else b[..., j, :])[..., None, :]
+
+    out = column(0) * row(0)
     for j in range(1, k):
-        out = out + a[..., :, j, None] * b[..., None, j, :]
-    return out
+        out = out + column(j) * row(j)
+    return _materialize(out)
+
+
+def _materialize(x: Array) -> Array:
+    """`x`, computed once into its own buffer.
+
+    XLA:CPU otherwise fuses an unrolled product into every unrolled product that reads it,
+    recomputing it once per use (a depth-3 GD step ran 7x slower). `optimization_barrier` is
+    dropped on the CPU, so the value passes through a `lax.cond` whose branches both return
+    it (the predicate only has to be traced).
+    """
+    if x.size == 0:
+        return x
+    return jax.lax.cond(jnp.isnan(x[(0,) * x.ndim]), lambda: x, lambda: x + 0)
+
+
+def _error(w: Array, sigma_yx: Array, sigma_xx: Array | None) -> Array:
+    r"""$G = W\Sigma_{xx} - \Sigma_{yx}$ for a batch of end-to-end maps `w`.
+
+    When the gradients' products are unrolled, $G$ is formed as one GEMM over the whole
+    batch, $[W, I_m] \begin{bmatrix}\Sigma_{xx} \\ -\Sigma_{yx}\end{bmatrix}$, so that XLA
+    materialises it: an unrolled product whose operand is itself an elementwise expression
+    ($W\Sigma_{xx} - \Sigma_{yx}$, or an unrolled $W_2 W_1$) runs 3-8x slower on XLA:CPU.
+    """
+    m, d = w.shape[-2:]
+    if not _unrolls(w, w, max(m, d)):
+        g = w if sigma_xx is None else w @ sigma_xx
+        return g - lift(sigma_yx, g.ndim)
+    sigma_xx = jnp.eye(d, dtype=w.dtype) if sigma_xx is None else sigma_xx
+    eye = jnp.broadcast_to(jnp.eye(m, dtype=w.dtype), w.shape[:-1] + (m,))
+    return jnp.concatenate([w, eye], axis=-1) @ jnp.concatenate([sigma_xx, -sigma_yx])
 
 
 def layer_gradients(weights, sigma_yx: Array, sigma_xx: Array | None) -> tuple[Array, ...]:
@@ -94,17 +141,15 @@ def layer_gradients(weights, sigma_yx: Array, sigma_xx: Array | None) -> tuple[A
     for w in weights[:-1]:
         prefix.append(w if prefix[-1] is None else batched_matmul(w, prefix[-1]))
     w_full = weights[-1] if prefix[-1] is None else batched_matmul(weights[-1], prefix[-1])
-    g = w_full if sigma_xx is None else w_full @ sigma_xx
-    g = g - lift(sigma_yx, g.ndim)
+    back = _error(w_full, sigma_yx, sigma_xx)  # (W_N ⋯ W_{l+1})ᵀ G, from the top layer down
     grads = [None] * len(weights)
-    back = g  # (W_N ⋯ W_{l+1})ᵀ G, built from the top layer down
     for l in range(len(weights) - 1, -1, -1):
         if prefix[l] is not None:
-            grads[l] = batched_matmul(back, jnp.swapaxes(prefix[l], -1, -2))
+            grads[l] = batched_matmul(back, prefix[l], transpose_b=True)
         else:
             grads[l] = back
         if l > 0:
-            back = batched_matmul(jnp.swapaxes(weights[l], -1, -2), back)
+            back = batched_matmul(weights[l], back, transpose_a=True)
     return tuple(grads)
 
 
