@@ -125,7 +125,9 @@ def run_small(config: dict, *, repeats: int, budget_s: float) -> dict:
     ]
     for b, n in grid:
         flops = gd_step_flops(n) * b
-        steps = _steps_for(flops, config["target_flops"], 5, 200)
+        # At least 20 steps, so that a call's fixed cost (input checks, assembling the
+        # trajectory) weighs as little as in a real run of hundreds of steps.
+        steps = _steps_for(flops, config["target_flops"], 20, 200)
         case = time_peers(n, (b,), steps, repeats=repeats, budget_s=budget_s)
         case["sweep"] = [
             name

@@ -183,11 +183,8 @@ def gradient_descent(
             )
             saved.append(block)
             bar.update(size * save_every)
-    weights = jax.tree.map(
-        lambda w0, *blocks: jnp.concatenate([w0[None], *blocks]), weights0, *saved
-    )
+    weights, diverged = _assemble(weights0, saved, n_batch)
     ts = jnp.arange(n_saves + 1, dtype=dtype) * save_every
-    diverged = _diverged(weights, n_batch)
     if throw and bool(jnp.any(diverged)):
         first = int(np.argmax(~np.asarray(_finite_per_save(weights))))
         what = f"lr={lr!r}" if optimizer is None else "optimizer=... (lower its learning rate)"
@@ -207,14 +204,20 @@ def _finite_per_save(weights):
     ).all(0)
 
 
-def _diverged(weights, n_batch: int):
-    """Per initialisation: did any weight end inf or NaN? Shape `batch`."""
-    return jnp.stack(
+@eqx.filter_jit
+def _assemble(weights0, saved, n_batch: int):
+    """The start followed by the saved blocks along a new time axis, and per initialisation
+    whether any final weight is inf or NaN (shape `batch`), in one compiled call."""
+    weights = jax.tree.map(
+        lambda w0, *blocks: jnp.concatenate([w0[None], *blocks]), weights0, *saved
+    )
+    diverged = jnp.stack(
         [
             ~jnp.all(jnp.isfinite(w[-1].reshape(*w.shape[1 : 1 + n_batch], -1)), axis=-1)
             for w in jax.tree.leaves(weights)
         ]
     ).any(0)
+    return weights, diverged
 
 
 def _chunk_sizes(n: int, pieces: int = 20) -> list[int]:
