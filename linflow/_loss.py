@@ -62,9 +62,9 @@ def loss(task: Task, weights) -> Array:
 
 
 # Largest contraction that `batched_matmul` unrolls. On XLA:CPU the batched dot of tiny
-# matrices is 2-50x slower than a fused sum of outer products; with the operands
-# materialised (see `_error`), the unrolled form wins up to d = 32 in float32 and float64
-# (GD step, B = 10^4; see benchmarks/ and the README).
+# matrices is 2-50x slower than a fused sum of outer products; with its operands
+# materialised (`_error`, `_materialize`), the unrolled form wins up to d = 32 in float32
+# and float64 (GD step, B = 10^4; see benchmarks/ and the README).
 UNROLL_MAX = 32
 
 
@@ -97,18 +97,18 @@ def batched_matmul(
     out = column(0) * row(0)
     for j in range(1, k):
         out = out + column(j) * row(j)
-    return _materialize(out)
+    return out
 
 
 def _materialize(x: Array) -> Array:
-    """`x`, computed once into its own buffer.
+    """`x`, computed once into its own buffer, for a product that unrolled products read.
 
     XLA:CPU otherwise fuses an unrolled product into every unrolled product that reads it,
     recomputing it once per use (a depth-3 GD step ran 7x slower). `optimization_barrier` is
     dropped on the CPU, so the value passes through a `lax.cond` whose branches both return
-    it (the predicate only has to be traced).
+    it (the predicate only has to be traced). Elsewhere (GPU, no batch) it is `x`.
     """
-    if x.size == 0:
+    if x.ndim < 3 or x.size == 0 or jax.default_backend() != "cpu":
         return x
     return jax.lax.cond(jnp.isnan(x[(0,) * x.ndim]), lambda: x, lambda: x + 0)
 
@@ -136,10 +136,11 @@ def layer_gradients(weights, sigma_yx: Array, sigma_xx: Array | None) -> tuple[A
     No validation: this is the inner step of every engine. Costs one product chain forwards,
     one backwards.
     """
-    # prefix[l] = W_l ⋯ W_1 (prefix[0] = identity, left implicit)
+    # prefix[l] = W_l ⋯ W_1 (prefix[0] = identity, left implicit); a product read by other
+    # products is materialised (prefix[l] for l >= 2 and back for l >= 2, at depth >= 3).
     prefix = [None]
     for w in weights[:-1]:
-        prefix.append(w if prefix[-1] is None else batched_matmul(w, prefix[-1]))
+        prefix.append(w if prefix[-1] is None else _materialize(batched_matmul(w, prefix[-1])))
     w_full = weights[-1] if prefix[-1] is None else batched_matmul(weights[-1], prefix[-1])
     back = _error(w_full, sigma_yx, sigma_xx)  # (W_N ⋯ W_{l+1})ᵀ G, from the top layer down
     grads = [None] * len(weights)
@@ -150,6 +151,7 @@ def layer_gradients(weights, sigma_yx: Array, sigma_xx: Array | None) -> tuple[A
             grads[l] = back
         if l > 0:
             back = batched_matmul(weights[l], back, transpose_a=True)
+            back = _materialize(back) if l > 1 else back
     return tuple(grads)
 
 
