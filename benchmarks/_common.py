@@ -157,17 +157,26 @@ def square_task(n: int, dtype, seed: int = 0) -> linflow.Task:
     return linflow.Task(jnp.asarray(sigma_yx, dtype), jnp.asarray(sigma_xx, dtype))
 
 
-def small_weights(task: linflow.Task, batch: tuple[int, ...], scale: float = 0.5, seed: int = 1):
-    """Two-layer Gaussian start with hidden width $n$, entries $N(0, \\text{scale}^2 / n)$."""
+def small_weights(
+    task: linflow.Task, batch: tuple[int, ...], scale: float = 0.5, seed: int = 1, depth: int = 2
+):
+    """Gaussian start of `depth` layers, hidden widths $n$, entries $N(0, \\text{scale}^2 / n)$."""
     n = task.input_dim
     return linflow.init_weights(
-        jax.random.key(seed), task, n, scheme="gaussian", scale=scale / np.sqrt(n), batch=batch
+        jax.random.key(seed),
+        task,
+        (n,) * (depth - 1),
+        scheme="gaussian",
+        scale=scale / np.sqrt(n),
+        batch=batch,
     )
 
 
-def gd_step_flops(n: int) -> float:
-    r"""FLOPs of one two-layer GD step with $d = h = m = n$: four $n^3$ products, $8n^3$."""
-    return 8.0 * n**3
+def gd_step_flops(n: int, depth: int = 2) -> float:
+    r"""FLOPs of one GD step of a depth-$N$ net with every width $n$: $3N - 2$ products of
+    $n^3$ multiply-adds ($N - 1$ forwards, $W\Sigma_{xx}$, $2(N - 1)$ backwards), $8n^3$ at
+    $N = 2$."""
+    return 2.0 * (3 * depth - 2) * n**3
 
 
 def max_abs_diff(a, b) -> float:

@@ -1,9 +1,11 @@
-r"""Workloads (a) and (c): full-batch gradient descent on two-layer linear networks.
+r"""Workloads (a) and (c): full-batch gradient descent on linear networks (two layers unless a
+depth is given).
 
 Every peer runs the same update from the same float32 start,
 $E = \Sigma_{yx} - W_2 W_1 \Sigma_{xx}$, $W_1 \mathrel{+}= \eta W_2^\top E$,
-$W_2 \mathrel{+}= \eta E W_1^\top$ (four $n^3$ products, $\approx 8n^3$ FLOPs per net and step),
-and its final weights are compared with linflow's.
+$W_2 \mathrel{+}= \eta E W_1^\top$ (four $n^3$ products, $\approx 8n^3$ FLOPs per net and step;
+deeper nets run the same chain of products, see `_step`), and its final weights are compared
+with linflow's.
 """
 
 from __future__ import annotations
@@ -30,57 +32,72 @@ from ._common import (
 LR = 0.01
 
 
-def _numpy_loop(w1, w2, syx, sxx, lr, steps):
+def _step(weights, syx, sxx, lr, transpose):
+    r"""One GD step of a depth-$N$ net in any array library with `@` (batched or not):
+    $E = \Sigma_{yx} - W\Sigma_{xx}$, $W_l \mathrel{+}= \eta (W_N \cdots W_{l+1})^\top E
+    (W_{l-1} \cdots W_1)^\top$; `transpose` swaps the last two axes."""
+    prefix = [None, weights[0]]  # prefix[l] = W_l ... W_1
+    for w in weights[1:]:
+        prefix.append(w @ prefix[-1])
+    back = syx - prefix[-1] @ sxx
+    new = []
+    for l in range(len(weights) - 1, -1, -1):
+        grad = back if l == 0 else back @ transpose(prefix[l])
+        new.append(weights[l] + lr * grad)
+        back = transpose(weights[l]) @ back
+    return tuple(reversed(new))
+
+
+def _numpy_loop(weights, syx, sxx, lr, steps):
     for _ in range(steps):
-        e = syx - w2 @ (w1 @ sxx)
-        w1, w2 = w1 + lr * (np.swapaxes(w2, -1, -2) @ e), w2 + lr * (e @ np.swapaxes(w1, -1, -2))
-    return w1, w2
+        weights = _step(weights, syx, sxx, lr, lambda x: np.swapaxes(x, -1, -2))
+    return weights
 
 
-def _torch_loop(torch, w1, w2, syx, sxx, lr, steps):
+def _torch_loop(torch, weights, syx, sxx, lr, steps):
     with torch.inference_mode():
         for _ in range(steps):
-            e = syx - w2 @ (w1 @ sxx)
-            w1, w2 = w1 + lr * (w2.transpose(-1, -2) @ e), w2 + lr * (e @ w1.transpose(-1, -2))
-    return w1, w2
+            weights = _step(weights, syx, sxx, lr, lambda x: x.transpose(-1, -2))
+    return weights
 
 
-def _single_step(w1, w2, syx, sxx, lr):
-    e = syx - w2 @ (w1 @ sxx)
-    return w1 + lr * (w2.T @ e), w2 + lr * (e @ w1.T)
+# The "naive" JAX peer: one jitted, vmapped single-net step, called from a Python loop.
+_naive_step = jax.jit(
+    jax.vmap(lambda w, syx, sxx, lr: _step(w, syx, sxx, lr, jnp.transpose), (0, None, None, None))
+)
 
 
-# The "naive" JAX peer: one jitted, vmapped step, called from a Python loop.
-_naive_step = jax.jit(jax.vmap(_single_step, in_axes=(0, 0, None, None, None)))
-
-
-def _naive_jax_loop(w1, w2, syx, sxx, lr, steps):
+def _naive_jax_loop(weights, syx, sxx, lr, steps):
     for _ in range(steps):
-        w1, w2 = _naive_step(w1, w2, syx, sxx, lr)
-    return w1, w2
+        weights = _naive_step(weights, syx, sxx, lr)
+    return weights
 
 
 def _steps_for(flops_per_step: float, target_flops: float, lo: int, hi: int) -> int:
     return int(np.clip(round(target_flops / flops_per_step), lo, hi))
 
 
-def time_peers(n: int, batch: tuple[int, ...], steps: int, *, repeats: int, budget_s: float):
-    """Time every GD peer on `steps` steps of `batch` nets of width `n` (float32)."""
+def time_peers(
+    n: int, batch: tuple[int, ...], steps: int, *, repeats: int, budget_s: float, depth: int = 2
+):
+    """Time every GD peer on `steps` steps of `batch` nets of width `n` and `depth` (float32)."""
     task = square_task(n, jnp.float32)
-    w1, w2 = small_weights(task, batch)
+    weights = small_weights(task, batch, depth=depth)
     syx, sxx = task.sigma_yx, task.sigma_xx
     peers, finals = {}, {}
 
     def run_linflow():
-        return linflow.gradient_descent(task, (w1, w2), steps=steps, lr=LR, save_every=steps)
+        return linflow.gradient_descent(task, weights, steps=steps, lr=LR, save_every=steps)
 
     peers["linflow"], traj = measure(run_linflow, repeats=repeats, budget_s=budget_s)
-    reference = traj.weights[1][-1]
+    reference = traj.weights[-1][-1]
 
-    host = [np.array(x) for x in (w1, w2, syx, sxx)]  # writable copies (torch needs them)
+    host = [np.array(x) for x in (*weights, syx, sxx)]  # writable copies (torch needs them)
     lr32 = np.float32(LR)
     peers["numpy"], finals["numpy"] = measure(
-        lambda: _numpy_loop(*host, lr32, steps), repeats=repeats, budget_s=budget_s
+        lambda: _numpy_loop(tuple(host[:depth]), *host[depth:], lr32, steps),
+        repeats=repeats,
+        budget_s=budget_s,
     )
     torch = optional_torch()
     if torch is None:
@@ -89,7 +106,7 @@ def time_peers(n: int, batch: tuple[int, ...], steps: int, *, repeats: int, budg
         device = torch_device(torch)
         tensors = [torch.from_numpy(x).to(device) for x in host]
         peers["torch"], out = measure(
-            lambda: _torch_loop(torch, *tensors, LR, steps),
+            lambda: _torch_loop(torch, tuple(tensors[:depth]), *tensors[depth:], LR, steps),
             repeats=repeats,
             budget_s=budget_s,
             sync=torch_sync(torch),
@@ -100,46 +117,46 @@ def time_peers(n: int, batch: tuple[int, ...], steps: int, *, repeats: int, budg
     if batch:
         lr_array = jnp.asarray(LR, jnp.float32)
         peers["naive_jax_vmap"], finals["naive_jax_vmap"] = measure(
-            lambda: _naive_jax_loop(w1, w2, syx, sxx, lr_array, steps),
+            lambda: _naive_jax_loop(weights, syx, sxx, lr_array, steps),
             repeats=repeats,
             budget_s=budget_s,
         )
-    for name, (_, final_w2) in finals.items():
-        peers[name]["max_abs_diff_vs_linflow"] = max_abs_diff(final_w2, reference)
+    for name, final in finals.items():
+        peers[name]["max_abs_diff_vs_linflow"] = max_abs_diff(final[-1], reference)
     size = int(np.prod(batch))
+    flops = gd_step_flops(n, depth) * size * steps
     return {
-        "sizes": {"B": size, "d": n, "h": n, "m": n, "steps": steps},
-        "flops_per_call": gd_step_flops(n) * size * steps,
-        "peers": with_ratios(
-            peers, work=size * steps, unit_gflop=gd_step_flops(n) * size * steps / 1e9
-        ),
+        "sizes": {"B": size, "d": n, "h": n, "m": n, "depth": depth, "steps": steps},
+        "flops_per_call": flops,
+        "peers": with_ratios(peers, work=size * steps, unit_gflop=flops / 1e9),
     }
 
 
 def run_small(config: dict, *, repeats: int, budget_s: float) -> dict:
-    """Workload (a): many tiny nets; a sweep over the batch size and one over the width."""
+    """Workload (a): many tiny nets; sweeps over the batch size, the width and the depth."""
+    b0, n0 = config["batch_at"], config["width_at"]
+    grid = [(b, n0, 2) for b in config["batches"]]
+    grid += [(b0, n, 2) for n in config["widths"] if (b0, n, 2) not in grid]
+    grid += [(b0, n0, depth) for depth in config.get("depths", []) if depth != 2]
     cases = []
-    grid = [(b, config["width_at"]) for b in config["batches"]]
-    grid += [
-        (config["batch_at"], n) for n in config["widths"] if (config["batch_at"], n) not in grid
-    ]
-    for b, n in grid:
-        flops = gd_step_flops(n) * b
+    for b, n, depth in grid:
+        flops = gd_step_flops(n, depth) * b
         # At least 20 steps, so that a call's fixed cost (input checks, assembling the
         # trajectory) weighs as little as in a real run of hundreds of steps.
         steps = _steps_for(flops, config["target_flops"], 20, 200)
-        case = time_peers(n, (b,), steps, repeats=repeats, budget_s=budget_s)
+        case = time_peers(n, (b,), steps, repeats=repeats, budget_s=budget_s, depth=depth)
         case["sweep"] = [
             name
             for name, hit in (
-                ("batch", n == config["width_at"]),
-                ("width", b == config["batch_at"]),
+                ("batch", n == n0 and depth == 2),
+                ("width", b == b0 and depth == 2),
+                ("depth", b == b0 and n == n0),
             )
             if hit
         ]
         cases.append(case)
     return {
-        "description": "batched full-batch GD, B two-layer nets d = h = m, float32",
+        "description": "batched full-batch GD, B nets (depth 2 unless stated), d = h = m, float32",
         "unit": "net-steps/s",
         "dtype": "float32",
         "lr": LR,

@@ -16,7 +16,7 @@ TITLES = {
     "wide": "(c) one wide net",
     "modes": "(d) decoupled scalar modes",
 }
-SIZE_KEYS = ("B", "N", "d", "steps", "T")
+SIZE_KEYS = ("B", "N", "d", "depth", "steps", "T")
 
 
 def _time(seconds: float) -> str:
