@@ -126,7 +126,8 @@ def main(argv=None) -> int:
         "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "note": args.note,
         "ratio_definition": "peer time / linflow time for the same work (> 1: linflow is faster)",
-        "timing": "median of repeats after one warm-up call; compile_s = first call - median; "
+        "timing": "best of repeats after one warm-up call (median_s: their median); "
+        "compile_s = first call - best; "
         "jax.block_until_ready on every JAX output; all peers in one process",
         "wall_s": time.perf_counter() - start,
         "machine": info,

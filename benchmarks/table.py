@@ -1,7 +1,7 @@
 """Print Markdown tables from a results JSON: `python -m benchmarks.table [PATH]`.
 
-Each timing cell is the median time, with peer time / linflow time in brackets (above 1x,
-linflow is faster); linflow's cell shows its first-call overhead (compilation) instead.
+Each timing cell is the best time of the repeats, with peer time / linflow time in brackets
+(above 1x, linflow is faster); linflow's cell shows its first-call overhead (compilation) instead.
 """
 
 from __future__ import annotations
