@@ -26,7 +26,7 @@ def measure(fn, *, repeats: int, budget_s: float, sync=jax.block_until_ready):
     """Time `fn()` after one warm-up call (which compiles): the best of up to `repeats` runs.
 
     Fewer runs are taken when they would exceed `budget_s` (at least one). `compile_s` is the
-        first call's time minus the best, i.e. tracing, compilation and first-touch costs. The best,
+    first call's time minus the best, i.e. tracing, compilation and first-touch costs. The best,
     not the median, because on a shared machine noise only ever adds time (the same call
     varied from 52 to 107 ms here); the median is kept as `median_s`.
 
