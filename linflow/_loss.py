@@ -94,10 +94,15 @@ def batched_matmul(
     def row(j):
         return (b[..., :, j] if transpose_b else b[..., j, :])[..., None, :]
 
-    out = column(0) * row(0)
-    for j in range(1, k):
-        out = out + column(j) * row(j)
-    return out
+    # Past 8 terms, four interleaved partial sums: one chain of k dependent adds is
+    # latency-bound (d = 32: 1.2-1.4x faster in float32 and float64; no gain at d <= 8).
+    n_sums = 4 if k > 8 else 1
+    sums = [column(j) * row(j) for j in range(n_sums)]
+    for j in range(n_sums, k):
+        sums[j % n_sums] = sums[j % n_sums] + column(j) * row(j)
+    while len(sums) > 1:
+        sums = [sums[i] + sums[i + 1] for i in range(0, len(sums), 2)]
+    return sums[0]
 
 
 def _materialize(x: Array) -> Array:
