@@ -65,3 +65,13 @@ def test_rejects_weights_that_do_not_chain():
         linflow.loss(task, jnp.ones((3, 4)))
     with pytest.raises(ValueError, match="NaN"):
         linflow.loss(task, (jnp.full((3, 4), jnp.nan),))
+
+
+def test_plain_batched_products_equal_unrolled(monkeypatch):
+    # Off the CPU (or past UNROLL_MAX) the batched products are plain matmuls with the error
+    # formed directly: the same gradients as the unrolled CPU forms.
+    task = data_task(jax.random.key(4))
+    weights = linflow.init_weights(jax.random.key(5), task, (6, 5, 2), scale=0.5, batch=(4,))
+    unrolled = linflow.gradients(task, weights)
+    monkeypatch.setattr("linflow._loss.UNROLL_MAX", 0)
+    assert tree_allclose(linflow.gradients(task, weights), unrolled, rtol=1e-12, atol=1e-14)
