@@ -6,7 +6,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.linalg
-from helpers import data_task
 
 import linflow
 
@@ -19,11 +18,6 @@ CENTRES = jnp.array([0.3, 1.0, 2.5])
 TS = jnp.concatenate(
     [jnp.zeros(1), (CENTRES[:, None] + jnp.array([-H, 0.0, H])[None, :]).ravel(), jnp.full(1, 6.0)]
 )
-
-
-@pytest.fixture(scope="module")
-def task():
-    return data_task(jax.random.key(0), n=10, d=4, m=3)  # non-whitened, m != d
 
 
 @pytest.fixture(scope="module")

@@ -3,22 +3,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import data_task, max_abs_diff, tree_allclose
+from helpers import max_abs_diff, tree_allclose
 from scipy.integrate import solve_ivp
 
 import linflow
 
 TS = jnp.array([0.0, 0.5, 2.0, 5.0])
-
-
-@pytest.fixture(scope="module")
-def task():
-    return data_task(jax.random.key(0), n=10, d=4, m=3)  # non-whitened, m != d
-
-
-@pytest.fixture(scope="module")
-def weights0(task):
-    return linflow.init_weights(jax.random.key(1), task, 5, scale=0.6, batch=(2,))
 
 
 @pytest.fixture(scope="module")

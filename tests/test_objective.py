@@ -5,21 +5,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from helpers import data_task, max_abs_diff
+from helpers import max_abs_diff
 
 import linflow
 
 TS = jnp.array([0.0, 0.5, 2.0, 5.0])
-
-
-@pytest.fixture(scope="module")
-def task():
-    return data_task(jax.random.key(0), n=10, d=4, m=3)  # non-whitened, m != d
-
-
-@pytest.fixture(scope="module")
-def weights0(task):
-    return linflow.init_weights(jax.random.key(1), task, 5, scale=0.6, batch=(2,))
 
 
 def per_sample_loss(weights, data):
