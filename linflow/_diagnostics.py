@@ -143,7 +143,4 @@ def ntk_movement(traj: Trajectory, task: Task) -> Array:
     linflow.ntk_movement(traj, task)[-1]   # (*batch,)
     ```
     """
-    theta = ntk(traj.weights, _inputs(task))
-    return jnp.linalg.norm(theta - theta[:1], axis=(-2, -1)) / jnp.linalg.norm(
-        theta[:1], axis=(-2, -1)
-    )
+    return relative_movement(ntk(traj.weights, _inputs(task)))

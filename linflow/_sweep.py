@@ -415,8 +415,9 @@ def run_sweep(config, out, *, progress: bool = True, on_chunk=None) -> dict:
                 bar.update(1)
                 if on_chunk is not None:
                     on_chunk(job, chunk_path)
-    for stale in out.glob("*.tmp"):  # left by a run killed while writing
-        stale.unlink(missing_ok=True)
+    if writer:  # only the writer's temporary files: another host may still be writing one
+        for stale in out.glob("*.tmp"):  # left by a run killed while writing
+            stale.unlink(missing_ok=True)
     return done
 
 
