@@ -26,10 +26,6 @@ import linflow
 RESULTS = Path(__file__).parent / "results"
 
 
-def final(tree):
-    return jax.tree.map(lambda p: p[-1], tree)
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes for the test suite")

@@ -89,6 +89,18 @@ def test_langevin_rejects_bad_arguments(quadratic):
         )
 
 
+def test_langevin_flags_diverged_chains():
+    # GLD's mean follows x <- (I - lr H) x: stable for lr < 2 / λ_max(H) ≈ 0.9, not at 1.5.
+    objective = linflow.Objective(lambda x: 0.5 * x @ H @ x, batch=(3,))
+    x0 = jnp.ones((3, 2))
+    for lr, expected in [(0.1, False), (1.5, True)]:
+        traj = linflow.langevin_descent(
+            objective, x0, steps=2000, lr=lr, beta=4.0, key=jax.random.key(0), save_every=1000
+        )
+        assert traj.stats["diverged"].shape == (3,)
+        assert np.all(np.asarray(traj.stats["diverged"]) == expected)
+
+
 # Teacher-student --------------------------------------------------------------------------
 
 

@@ -19,7 +19,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from .._checks import check_positive, check_schedule, check_times
-from .._descent import gradient_descent, scan_with_saves
+from .._descent import _assemble, gradient_descent, scan_with_saves
 from .._objective import Objective, as_objective, vmap_n
 from .._trajectory import Trajectory
 
@@ -96,7 +96,8 @@ def langevin_descent(
     - `steps`, `save_every` (must divide `steps`), `lr` $\eta > 0$, `beta` $\beta > 0$, `key`.
     - `samples`, `batch_size`: a pytree of data with a leading sample axis, and the minibatch size.
 
-    **Returns:** a `Trajectory` with `ts` in steps and the parameters at those steps.
+    **Returns:** a `Trajectory` with `ts` in steps and the parameters at those steps;
+    `stats["diverged"]` (shape `batch`) flags chains whose parameters ended inf or NaN.
 
     **Raises:** `ValueError` for bad arguments.
 
@@ -138,8 +139,9 @@ def langevin_descent(
         save_every=save_every,
         batch_size=batch_size,
     )
-    params = jax.tree.map(lambda p0, s: jnp.concatenate([p0[None], s]), params0, saved)
-    return Trajectory(ts=jnp.arange(n_saves + 1, dtype=dtype) * save_every, weights=params)
+    params, diverged = _assemble(params0, [saved], objective.batch_ndim)
+    ts = jnp.arange(n_saves + 1, dtype=dtype) * save_every
+    return Trajectory(ts=ts, weights=params, stats={"diverged": diverged})
 
 
 @eqx.filter_jit
