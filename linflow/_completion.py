@@ -144,7 +144,14 @@ def completion_objective(target, mask, *, factors: bool = True) -> Objective:
     traj = linflow.gradient_descent(objective, weights0, steps=2000, lr=0.05)
     ```
     """
-    fn = "completion_objective"
+    target, mask = _completion_data("completion_objective", target, mask)
+    loss_fn = _ProductLoss(observed_loss) if factors else observed_loss
+    return Objective(loss_fn, (target, mask), batch_ndim=mask.ndim - 2)
+
+
+def _completion_data(fn: str, target, mask) -> tuple[Array, Array]:
+    """`target` broadcast to the shape of `mask` and both in one float dtype, after checking
+    the shapes and that both are finite (errors name `fn`)."""
     target, mask = jnp.asarray(target), jnp.asarray(mask)
     if mask.ndim < 2 or target.shape[-2:] != mask.shape[-2:] or target.ndim > mask.ndim:
         raise ValueError(
@@ -154,8 +161,7 @@ def completion_objective(target, mask, *, factors: bool = True) -> Objective:
     check_finite(fn, "target", target)
     check_finite(fn, "mask", mask)
     target = jnp.broadcast_to(target, mask.shape).astype(jnp.result_type(target, mask))
-    loss_fn = _ProductLoss(observed_loss) if factors else observed_loss
-    return Objective(loss_fn, (target, mask.astype(target.dtype)), batch_ndim=mask.ndim - 2)
+    return target, mask.astype(target.dtype)
 
 
 def effective_rank(w: Array) -> Array:
@@ -228,8 +234,7 @@ def nuclear_norm_completion(
     ```
     """
     fn = "nuclear_norm_completion"
-    objective = completion_objective(target, mask)  # validates and broadcasts
-    target, mask = objective.data
+    target, mask = _completion_data(fn, target, mask)
     if not isinstance(steps, int | np.integer) or steps < 1:
         raise ValueError(f"{fn}(..., steps={steps!r}) must be a positive int.")
     check_positive(fn, "lam_final", lam_final)
@@ -248,4 +253,4 @@ def nuclear_norm_completion(
         x, _ = jax.lax.scan(step, observed, lams)
         return x
 
-    return jax.jit(vmap_n(solve, objective.batch_ndim))(target, mask)
+    return jax.jit(vmap_n(solve, mask.ndim - 2))(target, mask)
