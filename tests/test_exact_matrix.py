@@ -142,7 +142,7 @@ def test_riccati_forms_are_jit_and_vmap_safe(group_flows):
         @jax.jit
         @jax.vmap
         def one(w1, w2, form=form):
-            return form.solve(task, (w1, w2), TS_INF, jnp.asarray(TAU))
+            return form.solve(task, (w1, w2), TS_INF, jnp.asarray(TAU), 1e-12)
 
         mapped = one(*w0)
         assert rel_err(tuple(jnp.swapaxes(w, 0, 1) for w in mapped), traj.weights) < 1e-12
@@ -273,3 +273,19 @@ def test_kernels_from_the_closed_form(group_flows):
         linflow.ntk(traj.weights, X.T)
     with pytest.raises(ValueError, match="layer=3"):
         linflow.representational_similarity(traj.weights, layer=3)
+
+
+def test_solve_uses_the_rank_the_check_accepted():
+    # A zero-balanced start with a third direction of weight 1e-10: at rtol = 1e-6 the check
+    # accepts it as rank 2 (Σyx has only two nonzero singular values), and the solve must use
+    # rank 2 too (with its own tighter tolerance it took rank 3 and returned NaN).
+    task = linflow.Task(jnp.diag(jnp.array([3.0, 2.0, 0.0])))
+    a, b, c = (np.linalg.qr(np.random.default_rng(i).standard_normal((3, 3)))[0] for i in range(3))
+    sv = np.array([0.1, 0.05, 1e-10])
+    weights0 = (jnp.asarray(a * sv @ b.T), jnp.asarray(c * sv @ a.T))
+    ts = jnp.array([0.0, 1.0, 5.0])
+    exact = linflow.exact_flow(task, weights0, ts, rtol=1e-6)
+    assert exact.stats["closed_form"] == "zero-balanced two-layer"
+    flow = linflow.gradient_flow(task, weights0, ts, rtol=1e-10, atol=1e-12)
+    assert np.all(np.isfinite(exact.product()))
+    assert np.max(np.abs(exact.product() - flow.product())) < 1e-8

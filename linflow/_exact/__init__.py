@@ -76,7 +76,7 @@ def exact_flow(task, weights0, ts, *, tau=1.0, rtol=None) -> Trajectory:
     for form in CLOSED_FORMS:
         reason = form.check(task, host, rtol)
         if reason is None:
-            weights = form.solve(task, weights0, ts, jnp.asarray(tau, dtype))
+            weights = form.solve(task, weights0, ts, jnp.asarray(tau, dtype), rtol)
             return Trajectory(ts=ts, weights=tuple(weights), stats={"closed_form": form.name})
         reasons.append(f"{form.name}: {reason}")
     raise ValueError(

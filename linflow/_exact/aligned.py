@@ -83,5 +83,5 @@ class AlignedTwoLayer(ClosedForm):
                 return "not aligned: the input and output vectors of a mode are not parallel"
         return None
 
-    def solve(self, task, weights, ts, tau):
+    def solve(self, task, weights, ts, tau, rtol):
         return _aligned_two_layer(task, weights, ts, tau)

@@ -22,8 +22,11 @@ class ClosedForm(eqx.Module):
         """`None` if the closed form applies to `weights` (NumPy, float64), else the reason."""
 
     @abc.abstractmethod
-    def solve(self, task, weights, ts, tau):
-        """Weights at times `ts`: a tuple of arrays, each `(T, *batch, rows, cols)`."""
+    def solve(self, task, weights, ts, tau, rtol):
+        """Weights at times `ts`: a tuple of arrays, each `(T, *batch, rows, cols)`.
+
+        `rtol` is the tolerance `check` accepted the start with: a quantity the check measured
+        (such as the rank of the start) must be measured with it here too."""
 
 
 def time_axis(ts, ndim: int):

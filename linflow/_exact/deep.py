@@ -182,5 +182,5 @@ class AlignedDeep(ClosedForm):
             return "needs 0 <= u_i <= s_i for every mode (and u_i = 0 where s_i = 0)"
         return None
 
-    def solve(self, task, weights, ts, tau):
+    def solve(self, task, weights, ts, tau, rtol):
         return _aligned_deep(task, weights, ts, tau)

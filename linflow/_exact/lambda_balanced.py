@@ -211,12 +211,12 @@ def riccati_reason(task, weights, rtol, *, zero: bool) -> str | None:
     return None
 
 
-def solve_rank(weights, traced: int) -> int:
-    """The rank $r$ of $Q_0$ (default tolerance), a static size of the solve; `traced` under jit."""
+def solve_rank(weights, rtol: float, traced: int) -> int:
+    """The rank $r$ of $Q_0$ at relative tolerance `rtol` (the one `riccati_reason` checked the
+    start with), a static size of the solve; `traced` under jit."""
     if not is_concrete(weights[0]):
         return traced
-    host = tuple(np.asarray(w, np.float64) for w in weights)
-    return hidden_rank(host, 1000 * float(jnp.finfo(weights[0].dtype).eps))
+    return hidden_rank(tuple(np.asarray(w, np.float64) for w in weights), rtol)
 
 
 class LambdaBalancedTwoLayer(ClosedForm):
@@ -240,7 +240,7 @@ class LambdaBalancedTwoLayer(ClosedForm):
     def check(self, task, weights, rtol):
         return riccati_reason(task, weights, rtol, zero=False)
 
-    def solve(self, task, weights, ts, tau):
+    def solve(self, task, weights, ts, tau, rtol):
         # Under a transformation, assume full rank h (a lambda != 0 start has it).
-        rank = solve_rank(weights, weights[0].shape[-2])
+        rank = solve_rank(weights, rtol, weights[0].shape[-2])
         return riccati_two_layer(task.sigma_yx, weights, ts, tau, rank, False)

@@ -45,5 +45,5 @@ class OneLayer(ClosedForm):
             return f"needs depth 1, got depth {len(weights)}"
         return None
 
-    def solve(self, task, weights, ts, tau):
+    def solve(self, task, weights, ts, tau, rtol):
         return _one_layer(task, weights, ts, tau)

@@ -35,9 +35,9 @@ class ZeroBalancedTwoLayer(ClosedForm):
     def check(self, task, weights, rtol):
         return riccati_reason(task, weights, rtol, zero=True)
 
-    def solve(self, task, weights, ts, tau):
+    def solve(self, task, weights, ts, tau, rtol):
         # Under a transformation, assume the full rank min(h, number of nonzero s_i).
         s = np.linalg.svd(np.asarray(task.sigma_yx, np.float64), compute_uv=False)
         full = min(weights[0].shape[-2], int(np.sum(s > s[0] * 1000 * np.finfo(s.dtype).eps)))
-        rank = solve_rank(weights, full)
+        rank = solve_rank(weights, rtol, full)
         return riccati_two_layer(task.sigma_yx, weights, ts, tau, rank, True)
