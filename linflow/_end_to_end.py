@@ -58,6 +58,8 @@ def preconditioned_gradient(w: Array, grad: Array, depth: int) -> Array:
     """
     fn = "preconditioned_gradient"
     w, grad = _check_w_grad(fn, w, grad, depth)
+    if depth == 1:  # one term, (WWᵀ)^0 G (WᵀW)^0: no SVD needed
+        return grad
     m, d = w.shape[-2:]
     u, s, vt = jnp.linalg.svd(w, full_matrices=True)
     k = s.shape[-1]
