@@ -241,6 +241,7 @@ def two_phase(
                              key=jax.random.key(0), save_every=50)
     ```
     """
+    check_schedule("two_phase", converge_steps, save_every)  # before phase 1 runs, not after
     first = langevin_descent(
         explore, params0, steps=explore_steps, lr=lr, beta=beta, key=key, save_every=save_every
     )
