@@ -83,6 +83,18 @@ def test_langevin_rejects_bad_arguments(quadratic):
         linflow.langevin_descent(
             quadratic, x0, steps=2, lr=0.1, beta=1.0, key=jax.random.key(0), batch_size=3
         )
+    with pytest.raises(ValueError, match="two_phase\\(..., save_every=2\\) must be a positive int"):
+        linflow.two_phase(
+            quadratic,
+            quadratic,
+            x0,
+            explore_steps=2,
+            converge_steps=3,
+            lr=0.1,
+            beta=1.0,
+            key=jax.random.key(0),
+            save_every=2,
+        )
     with pytest.raises(ValueError, match="dt=-0.1\\) must be a finite positive"):
         linflow.langevin_flow(
             quadratic, x0, jnp.array([1.0]), beta=1.0, key=jax.random.key(0), dt=-0.1
