@@ -1,11 +1,33 @@
 import jax
+import jax.numpy as jnp
 import pytest
-from helpers import data_task
+from helpers import PRECISIONS, data_task
 
 import linflow
 
+# float64 by default, so that the tight checks against SciPy and the closed forms can be
+# tight; tests that take the `dtype` fixture also run in float32 with x64 switched off.
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_rank_promotion", "raise")
+
+
+@pytest.fixture(params=["float32", "float64"])
+def dtype(request):
+    """Run the test in float32 with x64 off (JAX's default) and in float64 with x64 on.
+
+    Build tasks and weights inside the test (in this dtype): module-scoped fixtures are
+    float64 arrays.
+    """
+    with jax.enable_x64(request.param == "float64"):
+        yield jnp.dtype(request.param)
+
+
+@pytest.fixture(params=list(PRECISIONS))
+def precision(request):
+    """`(dtype, x64)` over float32 with x64 off, float32 inputs with x64 on, and float64."""
+    dtype, x64 = PRECISIONS[request.param]
+    with jax.enable_x64(x64):
+        yield jnp.dtype(dtype), x64
 
 
 @pytest.fixture(scope="module")

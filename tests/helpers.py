@@ -6,6 +6,18 @@ import numpy as np
 
 import linflow
 
+# name -> (dtype of the inputs, whether x64 is on): the three ways users meet linflow.
+PRECISIONS = {
+    "float32": ("float32", False),
+    "float32-x64": ("float32", True),
+    "float64": ("float64", True),
+}
+
+
+def eps(dtype) -> float:
+    """Machine epsilon of `dtype` (tolerances are multiples of it, or of its square root)."""
+    return float(np.finfo(np.dtype(dtype)).eps)
+
 
 def tree_allclose(x, y, *, rtol=1e-8, atol=1e-10) -> bool:
     """Whether two pytrees of arrays have the same structure and close leaves."""
