@@ -7,6 +7,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optimistix as optx
 
 from ._checks import (
     check_int,
@@ -304,7 +305,7 @@ def integrate(
     )
     implicit = isinstance(solver, diffrax.AbstractImplicitSolver)
     if stepsize_controller is None:
-        stepsize_controller = pid_controller(rtol, atol, None if implicit else norm)
+        stepsize_controller = pid_controller(rtol, atol, optx.rms_norm if implicit else norm)
     if implicit:
         ys, result, num_steps = _solve_each(
             task, weights0, ts, tau, solver, stepsize_controller, dt0, max_steps, n_batch
