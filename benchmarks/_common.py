@@ -40,6 +40,40 @@ def measure(fn, *, repeats: int, budget_s: float, sync=jax.block_until_ready):
         start = time.perf_counter()
         out = sync(fn())
         times.append(time.perf_counter() - start)
+    return _timing(first, times), out
+
+
+def measure_interleaved(calls: dict, *, repeats: int, budget_s: float) -> dict:
+    """Time several peers in turn: every warm-up first, then rounds of one call per peer.
+
+    `calls` maps a name to `fn` or `(fn, sync)`. A drift of the machine's load (shared and
+    noisy here) then reaches every peer alike, instead of whichever ran during it. Each peer
+    takes up to `repeats` runs within its own `budget_s`, as in `measure`.
+
+    **Returns:** `{name: (timing dict, output of its last call)}`.
+    """
+    calls = {
+        name: c if isinstance(c, tuple) else (c, jax.block_until_ready) for name, c in calls.items()
+    }
+    firsts, outs, times = {}, {}, {name: [] for name in calls}
+    for name, (fn, sync) in calls.items():
+        start = time.perf_counter()
+        outs[name] = sync(fn())
+        firsts[name] = time.perf_counter() - start
+
+    def wants_more(ts):
+        return len(ts) < repeats and (not ts or sum(ts) + ts[0] <= budget_s)
+
+    while any(wants_more(ts) for ts in times.values()):
+        for name, (fn, sync) in calls.items():
+            if wants_more(times[name]):
+                start = time.perf_counter()
+                outs[name] = sync(fn())
+                times[name].append(time.perf_counter() - start)
+    return {name: (_timing(firsts[name], times[name]), outs[name]) for name in calls}
+
+
+def _timing(first: float, times: list[float]) -> dict:
     best = min(times)
     return {
         "time_s": best,
@@ -48,7 +82,18 @@ def measure(fn, *, repeats: int, budget_s: float, sync=jax.block_until_ready):
         "compile_s": max(first - best, 0.0),
         "repeats": len(times),
         "times_s": times,
-    }, out
+    }
+
+
+def in_x64(fn, dtype):
+    """`fn` run with x64 on for float64 and off for float32 (JAX's default)."""
+    x64 = jnp.dtype(dtype) == jnp.float64
+
+    def call(*args, **kwargs):
+        with jax.enable_x64(x64):
+            return fn(*args, **kwargs)
+
+    return call
 
 
 def with_ratios(peers: dict, work: float, unit_gflop: float | None = None) -> dict:
@@ -66,6 +111,27 @@ def with_ratios(peers: dict, work: float, unit_gflop: float | None = None) -> di
         if reference:
             timing["ratio_vs_linflow"] = timing["time_s"] / reference
     return peers
+
+
+def dtype_comparison(by_dtype: dict, finals: dict) -> dict:
+    """With float32 and float64 results: each timed peer's float64 time / float32 time (not
+    those extrapolated from another run), and how far linflow's float32 result is from its
+    float64 one (`finals`: linflow's output per dtype)."""
+    if not {"float32", "float64"} <= set(by_dtype):
+        return {}
+    single, double = by_dtype["float32"]["peers"], by_dtype["float64"]["peers"]
+    return {
+        "float64_over_float32": {
+            name: double[name]["time_s"] / single[name]["time_s"]
+            for name in single
+            if "time_s" in single[name]
+            and "time_s" in double.get(name, {})
+            and not single[name].get("extrapolated")
+        },
+        "linflow_float32_vs_float64_max_abs_diff": max_abs_diff(
+            finals["float32"], finals["float64"]
+        ),
+    }
 
 
 def optional_torch():
@@ -124,6 +190,14 @@ def _git_commit() -> str:
     return out.stdout.strip() or "unknown"
 
 
+def load_average() -> float | None:
+    """The 1-minute load average (above the core count: other jobs compete for the cores)."""
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return None
+
+
 def machine() -> dict:
     devices = jax.devices()
     backend = jax.default_backend()
@@ -173,6 +247,18 @@ def small_weights(
         scale=scale / np.sqrt(n),
         batch=batch,
     )
+
+
+def problem(n: int, batch: tuple[int, ...], dtype, *, scale: float = 0.5, depth: int = 2):
+    """`square_task` and `small_weights` in `dtype` (call with x64 on for float64).
+
+    The weights are drawn in float64 and rounded, so that every dtype starts from the same
+    point and the dtypes' results can be compared.
+    """
+    with jax.enable_x64(True):
+        task64 = square_task(n, jnp.float64)
+        weights = [np.asarray(w) for w in small_weights(task64, batch, scale=scale, depth=depth)]
+    return square_task(n, dtype), tuple(jnp.asarray(w, dtype) for w in weights)
 
 
 def gd_step_flops(n: int, depth: int = 2) -> float:
