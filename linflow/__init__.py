@@ -1,6 +1,6 @@
 """linflow: learning dynamics of (deep linear) neural networks in JAX."""
 
-import importlib.metadata
+from importlib.metadata import version as _version
 
 from . import plot as plot
 from . import tasks as tasks
@@ -72,4 +72,4 @@ from ._sweep import run_sweep as run_sweep
 from ._task import Task as Task
 from ._trajectory import Trajectory as Trajectory
 
-__version__ = importlib.metadata.version("linflow")
+__version__ = _version("linflow")
