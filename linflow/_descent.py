@@ -279,7 +279,10 @@ def gradient_descent(
 
     descent = _Descent(task, lr, optimizer, key, batch_size)
     opt_state = None if optimizer is None else vmap_n(optimizer.init, n_batch)(weights0)
-    state = (weights0, opt_state, jnp.zeros((), jnp.int32))
+    # The step count in the precision of the weights: a schedule `lr(k)` of an int32 `k`
+    # computes in float32 (optax's convention), which would round a float64 learning rate.
+    step = jnp.zeros((), jnp.int64 if dtype == jnp.float64 else jnp.int32)
+    state = (weights0, opt_state, step)
     run = dict(n_saves=n_saves, save_every=save_every)
     if progress:
         weights = run_in_chunks(descent, state, fn, n_saves=n_saves, save_every=save_every)
