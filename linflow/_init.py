@@ -19,6 +19,7 @@ from ._checks import check_finite
 from ._task import Task
 
 SCHEMES = ("gaussian", "aligned", "balanced", "lambda_balanced")
+"""The initialisation schemes of `init_weights` (its `scheme` argument)."""
 
 
 def _widths(fn: str, task: Task, hidden) -> tuple[int, ...]:

@@ -30,6 +30,9 @@ FIXED_POINT_KINDS = (
     "non-isolated",
     "degenerate",
 )
+"""The classifications `fixed_points` gives (`FixedPoint.kind`), from the eigenvalues of the
+Jacobian: hyperbolic points (saddle, node, focus), centres, points on a curve of fixed points
+(non-isolated), and degenerate points that the linearisation cannot classify."""
 
 
 class FixedPoint(eqx.Module):

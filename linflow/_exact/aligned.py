@@ -71,7 +71,10 @@ class AlignedTwoLayer(ClosedForm):
             max_abs(w1 - (a @ V.T)) > rtol * size
             or max_abs(w2 - U @ np.swapaxes(b, -1, -2)) > rtol * size
         ):
-            return "W1 (W2) has weight outside the span of the task's input (output) modes"
+            return (
+                "not aligned: W1 (W2) has weight outside the span of the task's input (output) "
+                "modes"
+            )
         at, bt = np.swapaxes(a, -1, -2), np.swapaxes(b, -1, -2)
         for name, gram in (("W1 V", at @ a), ("U^T W2", bt @ b), ("U^T W2 W1 V", bt @ a)):
             if max_abs(gram - gram * np.eye(gram.shape[-1])) > rtol * size**2:
