@@ -109,7 +109,7 @@ def mode_strengths(
         handles=handles,
         ncols=2,
         loc="upper center",
-        bbox_to_anchor=(0.5, -0.13),
+        bbox_to_anchor=(0.5, -0.16),
         fontsize="small",
         frameon=False,
     )
