@@ -183,7 +183,9 @@ def test_exact_flow_one_layer_any_start_any_sigma_xx():
 def test_exact_flow_refuses_what_it_cannot_solve():
     task = whitened_task(jax.random.key(6))
     gaussian = linflow.init_weights(jax.random.key(7), task, 3, scale=0.1)
-    with pytest.raises(ValueError, match="aligned two-layer: W1 \\(W2\\) has weight outside"):
+    with pytest.raises(
+        ValueError, match="aligned two-layer: not aligned: W1 \\(W2\\) has weight outside"
+    ):
         linflow.exact_flow(task, gaussian, TS)
     square = whitened_task(jax.random.key(6), m=3, d=3)
     with pytest.raises(ValueError, match="aligned two-layer: not aligned: W1 V is not diagonal"):
