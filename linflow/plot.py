@@ -114,7 +114,7 @@ def mode_strengths(
         frameon=False,
     )
 
-    ax.set_xlabel("time $t$")
+    ax.set_xlabel(_time_label(trajectories.values()))
     ax.set_ylabel(r"mode strength $u_\alpha$")
     if title is not None:
         ax.set_title(title)
@@ -171,10 +171,21 @@ def loss(trajectories: dict[str, Trajectory], task: Task, *, ax=None, logy=False
                 fontsize="small",
                 color="0.35",
             )
-    ax.set_xlabel("time $t$")
+    ax.set_xlabel(_time_label(trajectories.values()))
     ax.set_ylabel(r"excess loss $L - L_{\min}$")
     ax.legend(fontsize="small")
     return ax
+
+
+def _time_label(trajectories) -> str:
+    """The time axis in the trajectories' `unit`: steps of gradient descent, or a flow's $t$."""
+    units = {traj.unit for traj in trajectories}
+    taus = {float(traj.tau) for traj in trajectories if traj.tau is not None}
+    if units == {"steps"}:
+        return "gradient-descent steps"
+    if units == {"time"} and len(taus) == 1:
+        return rf"time $t$ ($\tau = {taus.pop():g}$)"
+    return r"time (steps of gradient descent, $t$ of the flows)"
 
 
 def _coinciding_modes(s, strengths) -> list[list[int]]:
