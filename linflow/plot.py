@@ -230,7 +230,10 @@ def phase_portrait(
 ):
     r"""Phase portrait of one mode, $\tau\,\dot a = (s - ab)\,b$, $\tau\,\dot b = (s - ab)\,a$.
 
-    Draws, on $[-\text{extent}, \text{extent}]^2$ (source 004, exercise 6):
+    The phase portrait of the scalar pair of Saxe, McClelland & Ganguli (2014, "Exact solutions
+    to the nonlinear dynamics of learning in deep linear neural networks"), as asked for in the
+    course homework "Deep linear neural networks" (2024, exercise 6). Draws, on
+    $[-\text{extent}, \text{extent}]^2$:
 
     - the vector field (grey arrows of unit length, `linflow.scalar_pair`);
     - the nullclines $\dot a = 0$ ($b = 0$ or $ab = s$) and $\dot b = 0$ ($a = 0$ or $ab = s$),
