@@ -19,7 +19,7 @@ def weights0(task):
 
 
 def plain_loop(task, weights, lr, steps):
-    """Source 004, eq. 2 and its twin, written out for two layers."""
+    """The update of Saxe, McClelland & Ganguli (2014) and its twin, written out for two layers."""
     w1, w2 = (np.asarray(w) for w in weights)
     sxx, syx = np.asarray(task.sigma_xx), np.asarray(task.sigma_yx)
     saved = [(w1, w2)]

@@ -17,7 +17,7 @@ def flow(task, weights0):
 
 
 def scipy_flow(task, w1, w2, tau):
-    """Independent integration of source 004, eq. 3 and its twin, with SciPy's DOP853."""
+    """Independent integration of Saxe et al. (2014)'s two-layer flow with SciPy's DOP853."""
     sxx, syx = np.asarray(task.sigma_xx), np.asarray(task.sigma_yx)
     h1 = w1.size
 

@@ -2,7 +2,9 @@ r"""Gradient Langevin dynamics: the SDE, its discretisations GLD and SGLD, and a
 
 $$dX_t = -\nabla L(X_t)\,dt + \sqrt{2/\beta}\; dB_t,$$
 
-whose stationary law is the Gibbs measure $\pi \propto e^{-\beta L}$ (source 003). Its
+whose stationary law is the Gibbs measure $\pi \propto e^{-\beta L}$ (Raginsky, Rakhlin &
+Telgarsky 2017, "Non-convex learning via stochastic gradient Langevin dynamics: a nonasymptotic
+analysis"). Its
 Euler-Maruyama discretisation with step $\eta$ is GLD,
 $X_{k+1} = X_k - \eta \nabla L(X_k) + \sqrt{2\eta/\beta}\,\xi_k$; SGLD replaces $\nabla L$ by a
 minibatch estimate (Welling & Teh 2011).
@@ -254,12 +256,13 @@ def two_phase(
     key,
     save_every: int = 1,
 ) -> Trajectory:
-    r"""Two-phase optimisation: GLD exploration, then plain gradient descent (source 003).
+    r"""Two-phase optimisation: GLD exploration, then plain gradient descent (Akiyama & Suzuki).
 
     Phase 1 runs GLD on `explore` (e.g. the $L^2$-regularised teacher-student loss) for
     `explore_steps`; phase 2 runs noise-free gradient descent on `converge` (e.g. the
-    unregularised loss) from where phase 1 ended (Akiyama & Suzuki 2022: a global search, then
-    linear convergence to the global optimum).
+    unregularised loss) from where phase 1 ended (Akiyama & Suzuki 2023, "Excess risk of
+    two-layer ReLU neural networks in teacher-student settings and its superiority to kernel
+    methods", ICLR: a global search, then linear convergence to the global optimum).
 
     **Arguments:** the two objectives (sharing batch axes), `params0`, step counts (multiples
     of `save_every`), `lr` $\eta$, `beta` $\beta$, `key`.
