@@ -73,22 +73,19 @@ class _Descent(eqx.Module):
         (`optax.lbfgs`, `reduce_on_plateau`); XLA drops the loss when an optimiser ignores it."""
         problem = self.problem
         if isinstance(problem, Objective):
-            data, n_batch = problem.data, problem.batch_ndim
-
-            def value_fn(params, data):
-                return problem._single(params, data)
+            data, n_batch, loss_of = problem.data, problem.batch_ndim, problem._single
         else:
             data, n_batch = None, weights[0].ndim - 2
 
-            def value_fn(params, data):
+            def loss_of(params, _):
                 return _loss(problem, product(params))
 
         def update(g, state, params, data):
-            def value_of(p):
-                return value_fn(p, data)
+            def value_fn(p):
+                return loss_of(p, data)
 
             return self.optimizer.update(
-                g, state, params, value=value_of(params), grad=g, value_fn=value_of
+                g, state, params, value=value_fn(params), grad=g, value_fn=value_fn
             )
 
         return vmap_n(update, n_batch)(grads, opt_state, weights, data)
