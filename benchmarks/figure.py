@@ -6,6 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 LINESTYLES = {"float32": ("-", "o"), "float64": ("--", "s")}
+IMPLICIT_LABELS = {
+    "linflow": "linflow, Kvaerno5 per initialisation",
+    "linflow_tsit5": "linflow, Tsit5 (explicit default)",
+}
 
 
 def _blocks(case: dict, dtype: str | None):
@@ -38,7 +42,7 @@ def _implicit_series(workload: dict) -> dict:
     series = _series(workload["cases"], None, "B", "time_s", dtype)
     series.pop(("whole_batch_kvaerno5", dtype), None)
     points = workload["whole_batch"]["points"]
-    series["whole-batch Kvaerno5 (old), measured", dtype] = (
+    series["whole-batch Kvaerno5 (old)", dtype] = (
         [p["B"] for p in points],
         [p["time_s"] for p in points],
     )
@@ -58,7 +62,7 @@ def plot_throughput(report: dict, path: Path) -> Path | None:
     """Save the figure to `path`; `None` (nothing written) without workloads (a), (b), (c) or
     (f)."""
     workloads = report["workloads"]
-    panels = []  # (title, x label, y label, series, horizontal line)
+    panels = []  # (title, x label, y label, series, horizontal line[, legend labels])
     if "gd_small" in workloads:
         cases = workloads["gd_small"]["cases"]
         width = next((c["sizes"]["d"] for c in cases if "batch" in c["sweep"]), None)
@@ -113,6 +117,7 @@ def plot_throughput(report: dict, path: Path) -> Path | None:
                 "seconds per call",
                 _implicit_series(implicit),
                 None,
+                IMPLICIT_LABELS,
             )
         )
     if not panels:
@@ -127,9 +132,11 @@ def plot_throughput(report: dict, path: Path) -> Path | None:
     columns = min(3, len(panels))
     rows = -(-len(panels) // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(5.2 * columns, 4.2 * rows), squeeze=False)
-    peers = sorted({peer for panel in panels for peer, _ in panel[3]} - {"linflow"})
+    # One colour per peer; an extrapolation takes its measurement's colour, dotted.
+    peers = sorted({peer.split(",")[0] for panel in panels for peer, _ in panel[3]} - {"linflow"})
     colors = {"linflow": "k", **{peer: f"C{i % 10}" for i, peer in enumerate(peers)}}
-    for ax, (title, xlabel, ylabel, series, peak) in zip(axes.flat, panels):
+    for ax, (title, xlabel, ylabel, series, peak, *labels) in zip(axes.flat, panels):
+        labels = labels[0] if labels else {}
         for (peer, dtype), (xs, ys) in sorted(series.items()):
             linestyle, marker = LINESTYLES.get(dtype, ("-", "o"))
             if "extrapolated" in peer:
@@ -140,11 +147,18 @@ def plot_throughput(report: dict, path: Path) -> Path | None:
                 ls=linestyle,
                 marker=marker,
                 mfc="none" if linestyle == "--" else None,
-                color=colors[peer],
+                color=colors[peer.split(",")[0]],
                 lw=2.5 if peer == "linflow" else 1.2,
             )
         handles = [
-            Line2D([], [], color=colors[peer], lw=2.5 if peer == "linflow" else 1.2, label=peer)
+            Line2D(
+                [],
+                [],
+                color=colors[peer.split(",")[0]],
+                lw=2.5 if peer == "linflow" else 1.2,
+                ls=":" if "extrapolated" in peer else "-",
+                label=labels.get(peer, peer),
+            )
             for peer in dict.fromkeys(peer for peer, _ in sorted(series))
         ]
         dtypes = {dtype for _, dtype in series}

@@ -152,7 +152,9 @@ def main(argv=None) -> int:
     args = _parse(argv)
     sizes = SIZES[args.size]
     info = machine()
-    out = args.out or RESULTS / f"{info['slug']}.json"
+    # Smaller sizes never overwrite the committed default results.
+    suffix = "" if args.size == "default" else f"_{args.size}"
+    out = args.out or RESULTS / f"{info['slug']}{suffix}.json"
     names = [ALIASES.get(n, n) for n in args.only] if args.only else list(WORKLOADS)
     results = {}
     if args.only and out.exists():

@@ -24,6 +24,8 @@ SIZE_KEYS = ("B", "N", "d", "depth", "steps", "T")
 
 
 def _time(seconds: float) -> str:
+    if seconds >= 100:
+        return f"{seconds:.0f} s"
     if seconds >= 1:
         return f"{seconds:.2f} s"
     return f"{seconds * 1e3:.3g} ms"
@@ -116,7 +118,11 @@ def _implicit_table(workload: dict) -> list[str]:
         for c in workload["cases"]
         if "cubic_from_largest_s" in c["peers"].get("whole_batch_kvaerno5", {})
     ]
-    lines += ["", "Ratios are time / Kvaerno5-per-initialisation time."]
+    lines += [
+        "",
+        "Ratios are time / Kvaerno5-per-initialisation time (above 1x: the per-initialisation "
+        "solve is faster).",
+    ]
     if cubic:
         lines[-1] += (
             f" \\* extrapolated: {workload['extrapolation']}; cubic growth (a dense LU) from "
@@ -175,9 +181,11 @@ def markdown(report: dict) -> str:
 
 
 def _suite_results() -> Path:
-    """The first suite results JSON (not a `_quick` one) in benchmarks/results/."""
+    """The first default-size suite results JSON in benchmarks/results/."""
     for path in sorted(RESULTS.glob("*.json")):
-        if not path.stem.endswith("_quick") and "workloads" in json.loads(path.read_text()):
+        if not path.stem.endswith(("_quick", "_test")) and "workloads" in json.loads(
+            path.read_text()
+        ):
             return path
     raise SystemExit(f"no suite results in {RESULTS}: run `python -m benchmarks` first")
 
