@@ -46,15 +46,16 @@ def _implicit_series(workload: dict) -> dict:
         [p["B"] for p in points],
         [p["time_s"] for p in points],
     )
-    extrapolated = [
-        (case["sizes"]["B"], case["peers"]["whole_batch_kvaerno5"]["time_s"])
+    old = [
+        (case["sizes"]["B"], case["peers"]["whole_batch_kvaerno5"])
         for case in workload["cases"]
-        if case["peers"].get("whole_batch_kvaerno5", {}).get("extrapolated")
+        if case["peers"]["whole_batch_kvaerno5"].get("extrapolated")
     ]
-    if extrapolated and points:
-        series["whole-batch Kvaerno5 (old), extrapolated", dtype] = tuple(
-            zip((points[-1]["B"], points[-1]["time_s"]), *extrapolated)
-        )
+    for name, key in (("power-law fit", "time_s"), ("cubic", "cubic_from_largest_s")):
+        if old and points:
+            xs = [points[-1]["B"], *(b for b, _ in old)]
+            ys = [points[-1]["time_s"], *(timing[key] for _, timing in old)]
+            series[f"whole-batch Kvaerno5 (old), extrapolated: {name}", dtype] = (xs, ys)
     return series
 
 
@@ -140,7 +141,7 @@ def plot_throughput(report: dict, path: Path) -> Path | None:
         for (peer, dtype), (xs, ys) in sorted(series.items()):
             linestyle, marker = LINESTYLES.get(dtype, ("-", "o"))
             if "extrapolated" in peer:
-                linestyle, marker = ":", "x"
+                linestyle, marker = (":", "x") if "fit" in peer else ("-.", "+")
             ax.plot(
                 xs,
                 ys,
@@ -156,7 +157,7 @@ def plot_throughput(report: dict, path: Path) -> Path | None:
                 [],
                 color=colors[peer.split(",")[0]],
                 lw=2.5 if peer == "linflow" else 1.2,
-                ls=":" if "extrapolated" in peer else "-",
+                ls=(":" if "fit" in peer else "-.") if "extrapolated" in peer else "-",
                 label=labels.get(peer, peer),
             )
             for peer in dict.fromkeys(peer for peer, _ in sorted(series))

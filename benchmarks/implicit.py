@@ -16,6 +16,7 @@ The flows are compared through the end-to-end map $W_2 W_1$ at every save time.
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import diffrax
@@ -130,8 +131,18 @@ def _power_law(points: list[dict]) -> tuple[float, float] | None:
 
 
 def run(config: dict, *, repeats: int, budget_s: float) -> dict:
-    with jax.enable_x64(config["dtype"] == "float64"):
-        return _run(config, repeats=repeats, budget_s=budget_s)
+    # One BLAS thread: the factorisations of every solver here go through SciPy's OpenBLAS,
+    # whose two threads spin-wait when other jobs hold the cores (on this shared machine the
+    # whole-batch solve at B = 8 took 23-38 s with two threads, 1.6-1.9 s with one).
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # then the default threads
+        threadpool_limits = None
+    blas = threadpool_limits(1, "blas") if threadpool_limits else contextlib.nullcontext()
+    with jax.enable_x64(config["dtype"] == "float64"), blas:
+        result = _run(config, repeats=repeats, budget_s=budget_s)
+    result["blas_threads"] = 1 if threadpool_limits else "default"
+    return result
 
 
 def _run(config: dict, *, repeats: int, budget_s: float) -> dict:
