@@ -43,34 +43,27 @@ def measure(fn, *, repeats: int, budget_s: float, sync=jax.block_until_ready):
     return _timing(first, times), out
 
 
-def measure_interleaved(calls: dict, *, repeats: int, budget_s: float) -> dict:
-    """Time several peers in turn: every warm-up first, then rounds of one call per peer.
+def measure_peers(calls: dict, *, repeats: int, budget_s: float) -> dict:
+    """`measure` each peer in turn, in the order of `calls` (a name to `fn` or `(fn, sync)`).
 
-    `calls` maps a name to `fn` or `(fn, sync)`. A drift of the machine's load (shared and
-    noisy here) then reaches every peer alike, instead of whichever ran during it. Each peer
-    takes up to `repeats` runs within its own `budget_s`, as in `measure`.
+    Each peer's warm-up and repeats run back to back, not in rounds with the other peers:
+    interleaved, a call paid for the worker threads that the previous library left spinning
+    (NumPy's best time rose by half here after each linflow call).
 
     **Returns:** `{name: (timing dict, output of its last call)}`.
     """
-    calls = {
-        name: c if isinstance(c, tuple) else (c, jax.block_until_ready) for name, c in calls.items()
-    }
-    firsts, outs, times = {}, {}, {name: [] for name in calls}
-    for name, (fn, sync) in calls.items():
-        start = time.perf_counter()
-        outs[name] = sync(fn())
-        firsts[name] = time.perf_counter() - start
+    timed = {}
+    for name, call in calls.items():
+        fn, sync = call if isinstance(call, tuple) else (call, jax.block_until_ready)
+        timed[name] = measure(fn, repeats=repeats, budget_s=budget_s, sync=sync)
+    return timed
 
-    def wants_more(ts):
-        return len(ts) < repeats and (not ts or sum(ts) + ts[0] <= budget_s)
 
-    while any(wants_more(ts) for ts in times.values()):
-        for name, (fn, sync) in calls.items():
-            if wants_more(times[name]):
-                start = time.perf_counter()
-                outs[name] = sync(fn())
-                times[name].append(time.perf_counter() - start)
-    return {name: (_timing(firsts[name], times[name]), outs[name]) for name in calls}
+def by_peer(calls: dict) -> dict:
+    """`calls` keyed `(dtype, peer)` reordered peer by peer, so that `measure_peers` times
+    each peer's dtypes one after the other (their time ratio then sees the same load)."""
+    peers = dict.fromkeys(peer for _, peer in calls)
+    return {key: calls[key] for peer in peers for key in calls if key[1] == peer}
 
 
 def _timing(first: float, times: list[float]) -> dict:

@@ -19,10 +19,11 @@ import numpy as np
 import linflow
 
 from ._common import (
+    by_peer,
     dtype_comparison,
     in_x64,
     max_abs_diff,
-    measure_interleaved,
+    measure_peers,
     problem,
     with_ratios,
 )
@@ -126,7 +127,7 @@ def run(config: dict, *, repeats: int, budget_s: float) -> dict:
             with jax.enable_x64(dtype == "float64"):
                 for name, fn in _calls(config, b, dtype).items():
                     calls[dtype, name] = in_x64(fn, dtype)
-        timed = measure_interleaved(calls, repeats=repeats, budget_s=budget_s)
+        timed = measure_peers(by_peer(calls), repeats=repeats, budget_s=budget_s)
         # SciPy's RK45 computes in float64 whatever the input: timed once, shown in both.
         count = min(config["scipy_subset"], b)
         with jax.enable_x64(True):

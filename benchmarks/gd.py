@@ -19,12 +19,13 @@ import linflow
 
 from ._common import (
     NOT_INSTALLED,
+    by_peer,
     dtype_comparison,
     gd_step_flops,
     in_x64,
     max_abs_diff,
     measure,
-    measure_interleaved,
+    measure_peers,
     optional_torch,
     problem,
     torch_device,
@@ -121,7 +122,7 @@ def time_peers(
     dtypes=("float32",),
 ):
     """Time every GD peer in every dtype on `steps` steps of `batch` nets of width `n` and
-    `depth`, all interleaved (`measure_interleaved`), from the same start."""
+    `depth`, from the same start, peer by peer (each in its dtypes one after the other)."""
     calls, readers = {}, {}
     for dtype in dtypes:
         with jax.enable_x64(dtype == "float64"):
@@ -129,7 +130,7 @@ def time_peers(
         for name, call in peer_calls.items():
             fn, sync = call if isinstance(call, tuple) else (call, jax.block_until_ready)
             calls[dtype, name] = (in_x64(fn, dtype), sync)
-    timed = measure_interleaved(calls, repeats=repeats, budget_s=budget_s)
+    timed = measure_peers(by_peer(calls), repeats=repeats, budget_s=budget_s)
     size = int(np.prod(batch))
     flops = gd_step_flops(n, depth) * size * steps
     by_dtype, finals = {}, {}

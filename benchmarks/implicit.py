@@ -26,7 +26,7 @@ import numpy as np
 
 import linflow
 
-from ._common import max_abs_diff, measure_interleaved, problem, with_ratios
+from ._common import max_abs_diff, measure_peers, problem, with_ratios
 
 # linflow's default tolerances per dtype, passed to every solve here.
 TOLERANCES = {"float32": (1e-5, 1e-7), "float64": (1e-6, 1e-8)}
@@ -134,6 +134,8 @@ def run(config: dict, *, repeats: int, budget_s: float) -> dict:
     # One BLAS thread: the factorisations of every solver here go through SciPy's OpenBLAS,
     # whose two threads spin-wait when other jobs hold the cores (on this shared machine the
     # whole-batch solve at B = 8 took 23-38 s with two threads, 1.6-1.9 s with one).
+    import scipy.linalg  # noqa: F401  (loads the OpenBLAS that JAX's LAPACK calls, to limit it)
+
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:  # then the default threads
@@ -163,7 +165,7 @@ def _run(config: dict, *, repeats: int, budget_s: float) -> dict:
             )
             for name, solver in (("linflow", diffrax.Kvaerno5()), ("linflow_tsit5", None))
         }
-        timed = measure_interleaved(calls, repeats=repeats, budget_s=budget_s)
+        timed = measure_peers(calls, repeats=repeats, budget_s=budget_s)
         (kvaerno, traj), (explicit, explicit_traj) = timed["linflow"], timed["linflow_tsit5"]
         kvaerno["num_steps_max"] = int(jnp.max(traj.stats["num_steps"]))
         kvaerno["num_steps_mean"] = float(jnp.mean(traj.stats["num_steps"]))

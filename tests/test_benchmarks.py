@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks._common import measure_interleaved
+from benchmarks._common import by_peer, measure_peers
 from benchmarks.table import main as table_main
 from benchmarks.table import markdown
 
@@ -137,10 +137,12 @@ def test_agreement_and_table(report, tmp_path):
     assert out.read_text() == text + "\n"
 
 
-def test_measure_interleaved_takes_turns():
-    """Warm-ups first, then one call per peer per round; each peer stops at its repeats."""
+def test_measure_peers_one_after_the_other():
+    """Each peer's warm-up and repeats run back to back; by_peer orders dtypes within a peer."""
     order = []
     calls = {name: (lambda name=name: order.append(name), lambda out: out) for name in "ab"}
-    timed = measure_interleaved(calls, repeats=3, budget_s=1e9)
-    assert order == ["a", "b"] * 4
+    timed = measure_peers(calls, repeats=3, budget_s=1e9)
+    assert order == ["a"] * 4 + ["b"] * 4
     assert [timed[name][0]["repeats"] for name in "ab"] == [3, 3]
+    keys = [("float32", "a"), ("float32", "b"), ("float64", "a"), ("float64", "b")]
+    assert list(by_peer(dict.fromkeys(keys))) == [keys[0], keys[2], keys[1], keys[3]]
