@@ -109,7 +109,8 @@ def gradient_descent(
     - `lr`: learning rate $\eta > 0$ of plain gradient descent (omit when passing `optimizer`).
     - `optimizer`: an `optax.GradientTransformation`, e.g. `optax.adam(1e-2)`.
     - `batch_size`: minibatch size for SGD, with `key` (a `jax.random` key) for the shuffling.
-    - `progress`: show a progress bar (runs the scan in chunks; same result).
+    - `progress`: show a progress bar (runs the scan in chunks; same result), or a callable
+      `progress(fraction)` called with the fraction of steps done after each chunk.
     - `throw`: raise if the weights diverge (otherwise `stats["diverged"]` flags them).
 
     **Returns:** a `Trajectory` with `ts = 0, save_every, ..., steps` (in steps) and the weights

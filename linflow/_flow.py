@@ -11,6 +11,7 @@ import numpy as np
 from ._checks import check_positive, check_times, check_weights
 from ._loss import layer_gradients
 from ._objective import Objective, as_objective
+from ._progress import progress_meter
 from ._task import Task
 from ._trajectory import Trajectory
 
@@ -105,7 +106,8 @@ def gradient_flow(
     - `stepsize_controller`, `dt0`: override the controller (e.g. `diffrax.ConstantStepSize()`
       with a `dt0`).
     - `max_steps`: most solver steps allowed.
-    - `progress`: show a progress bar (diffrax's `TqdmProgressMeter`).
+    - `progress`: show a progress bar (diffrax's `TqdmProgressMeter`), or a callable
+      `progress(fraction)` called on the host as $t/t_1$ advances (every 10 solver steps).
     - `throw`: raise if the solver fails; otherwise the failure is in `stats["result"]`.
 
     **Returns:** a `Trajectory`; `stats` holds `result` (a `diffrax.RESULTS` item) and
@@ -139,7 +141,7 @@ def gradient_flow(
         stepsize_controller = pid_controller(rtol, atol, norm)
     elif isinstance(stepsize_controller, diffrax.ConstantStepSize) and dt0 is None:
         raise ValueError(f"{fn}(..., stepsize_controller=ConstantStepSize()) needs dt0=....")
-    meter = diffrax.TqdmProgressMeter() if progress else diffrax.NoProgressMeter()
+    meter = progress_meter(progress)
     tau = jnp.asarray(tau, dtype)
     sol = _solve(task, weights0, ts, tau, solver, stepsize_controller, dt0, int(max_steps), meter)
     if throw and not bool(sol.result == diffrax.RESULTS.successful):

@@ -284,7 +284,25 @@ def _band(ax, ts, values, color, label):
 
 
 def _sweep_label(result) -> str:
-    return f"{result['scheme']}, scale {result['scale']:g}"
+    """`scheme, scale s` (text, never mathtext), marked when chunk files are missing."""
+    label = f"{result['scheme']}, scale {result['scale']:g}".replace("$", r"\$")
+    return label if result.get("complete", True) else label + " (incomplete)"
+
+
+def _note_incomplete(ax, results) -> None:
+    """Say on the axes how many chunk files of the sweep are missing, if any."""
+    missing = sum(len(r.get("missing", ())) for r in results)
+    if missing:
+        ax.text(
+            0.5,
+            0.98,
+            f"incomplete: {missing} chunk file(s) missing",
+            transform=ax.transAxes,
+            ha="center",
+            va="top",
+            color="red",
+            fontsize="small",
+        )
 
 
 def sweep_loss(results, *, ax=None):
@@ -308,6 +326,7 @@ def sweep_loss(results, *, ax=None):
     ax.set_xlabel("t")
     ax.set_ylabel("loss $L$")
     ax.legend(fontsize="small")
+    _note_incomplete(ax, results)
     return ax
 
 
@@ -337,6 +356,7 @@ def sweep_mode_strengths(result, *, ax=None):
     ax.set_ylabel(r"mode strength $u_\alpha$")
     ax.set_title(_sweep_label(result))
     ax.legend(fontsize="small")
+    _note_incomplete(ax, [result])
     return ax
 
 
@@ -368,4 +388,5 @@ def sweep_learning_times(result, *, ax=None, bins=40):
     ax.set_ylabel("initialisations")
     ax.set_title(_sweep_label(result))
     ax.legend(fontsize="small")
+    _note_incomplete(ax, [result])
     return ax
