@@ -105,8 +105,8 @@ def run_sweep(
     likewise computes and writes its own share of the chunks (on its own devices, with no
     gathering), and `run_sweep` returns on every process once all are done.
 
-    **Memory.** The memory one chunk needs is estimated from the config (`chunk_memory`);
-    `chunk = "auto"` picks the most initialisations that fit in half the free memory, and a
+    **Memory.** The memory one chunk needs is estimated from the config (the saved arrays,
+    on the device and the host, and the engine's working set); `chunk = "auto"` picks the most initialisations that fit in half the free memory, and a
     larger explicit `chunk` is refused before anything runs, with the size that fits.
 
     **Arguments:**

@@ -732,3 +732,18 @@ def test_engines_report_progress_to_a_callback():
     assert len(seen) >= 2 and max(seen) == 1.0 and 0.0 <= min(seen) < 1.0
     plain = linflow.gradient_flow(task, weights0, ts)
     np.testing.assert_array_equal(flow.weights[0], plain.weights[0])
+
+
+@pytest.mark.slow
+def test_memory_benchmark_quick(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "sweep_memory", ROOT / "benchmarks" / "sweep_memory.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    payload = module.main(["--quick", "--out", str(tmp_path)])
+    assert [row["chunk"] for row in payload["rows"]] == [200, 400]
+    assert all(row["predicted_MiB"] > 0 and row["peak_rss_MiB"] > 0 for row in payload["rows"])
+    assert (tmp_path / "sweep_memory_quick.json").exists()
