@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import warnings
 from pathlib import Path
 
@@ -53,6 +52,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import tasks
+from ._checks import available_memory
 from ._config import MAX_CHUNKS, config_hash, load_config, validate_config
 from ._descent import gradient_descent
 from ._exact import exact_flow
@@ -106,8 +106,9 @@ def run_sweep(
     gathering), and `run_sweep` returns on every process once all are done.
 
     **Memory.** The memory one chunk needs is estimated from the config (the saved arrays,
-    on the device and the host, and the engine's working set); `chunk = "auto"` picks the most initialisations that fit in half the free memory, and a
-    larger explicit `chunk` is refused before anything runs, with the size that fits.
+    on the device and the host, and the engine's working set); `chunk = "auto"` picks the
+    most initialisations that fit in half the free memory, and a larger explicit `chunk` is
+    refused before anything runs, with the size that fits.
 
     **Arguments:**
 
@@ -334,38 +335,22 @@ def chunk_memory(config: dict, widths, k: int, size: int, devices: int = 1) -> i
 def _available_memory() -> int:
     """Bytes free for one chunk: the least of the machine's available memory, the job's
     cgroup limit (batch schedulers), and an accelerator's free memory."""
-    free = []
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                free.append(int(line.split()[1]) * 1024)
-    except OSError:
-        pass
-    if not free:  # not Linux: the physical memory
-        try:
-            free.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-        except (AttributeError, ValueError, OSError):
-            pass
+    free = [n for n in (available_memory(),) if n is not None]
     for limit, usage in (
-        ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
-        (
-            "/sys/fs/cgroup/memory/memory.limit_in_bytes",
-            "/sys/fs/cgroup/memory/memory.usage_in_bytes",
-        ),
+        ("memory.max", "memory.current"),  # cgroup v2
+        ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes"),  # cgroup v1
     ):
         try:
-            text = Path(limit).read_text().strip()
-            if text != "max" and int(text) < 1 << 60:  # cgroup v1 writes "no limit" as ~2**63
-                free.append(int(text) - int(Path(usage).read_text()))
+            text = Path("/sys/fs/cgroup", limit).read_text().strip()
+            if text != "max" and int(text) < 1 << 60:  # v1 writes "no limit" as ~2**63
+                free.append(int(text) - int(Path("/sys/fs/cgroup", usage).read_text()))
         except (OSError, ValueError):
             pass
-    device = jax.local_devices()[0]
-    if device.platform != "cpu":
-        stats = device.memory_stats() or {}
+    devices = jax.local_devices()
+    if devices[0].platform != "cpu":
+        stats = devices[0].memory_stats() or {}
         if "bytes_limit" in stats:
-            free.append(
-                len(jax.local_devices()) * (stats["bytes_limit"] - stats.get("bytes_in_use", 0))
-            )
+            free.append(len(devices) * (stats["bytes_limit"] - stats.get("bytes_in_use", 0)))
     return max(0, min(free)) if free else 1 << 34
 
 
