@@ -1,15 +1,15 @@
 """linflow: learning dynamics of (deep linear) neural networks in JAX."""
 
-import importlib
-import importlib.metadata
-from typing import TYPE_CHECKING
+import typing as _typing
+from importlib import import_module as _import_module
+from importlib.metadata import version as _version
 
-__version__ = importlib.metadata.version("linflow")
+__version__ = _version("linflow")
 
 # The public names are imported on first use (PEP 562), so that `import linflow` and the
 # command line's `--help` answer without loading JAX. The block below is the list of them;
 # `_lazy_names` reads it, so a new public name is added there and nowhere else.
-if TYPE_CHECKING:
+if _typing.TYPE_CHECKING:
     from . import plot as plot
     from . import tasks as tasks
     from ._completion import completion_objective as completion_objective
@@ -106,11 +106,11 @@ def __getattr__(name: str):
     if name not in _LAZY:
         raise AttributeError(f"module 'linflow' has no attribute {name!r}")
     module_name, attribute = _LAZY[name]
-    module = importlib.import_module(module_name, __name__)
+    module = _import_module(module_name, __name__)
     value = module if attribute is None else getattr(module, attribute)
     globals()[name] = value  # later lookups skip this function
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
+    return ["__version__", *__all__]

@@ -28,8 +28,9 @@ class _Fraction:
         self.report, self.total, self.done = report, total, 0
 
     def update(self, n: int = 1) -> None:
-        self.done += n
-        self.report(min(1.0, self.done / max(self.total, 1)))
+        if n:
+            self.done += n
+            self.report(min(1.0, self.done / max(self.total, 1)))
 
 
 @contextlib.contextmanager

@@ -307,11 +307,12 @@ def chunk_memory(config: dict, widths, k: int, size: int, devices: int = 1) -> i
 
     With $B$ initialisations (padded to a multiple of the device count), $T$ saves,
     $P = \sum_l h_l h_{l-1}$ weights per network, $Q = m d$ entries of the product and $b$
-    bytes per number, the engines hold the trajectory ($T B P b$) and their working set
-    (gradient descent: the saved blocks and their concatenation, $2 T B P b$; gradient flow:
-    the Tsit5 stages, about $14 B P b$; the closed forms: about $3 T B \max(P, Q) b$); the
-    outputs need the end-to-end product and its modes ($2 T B Q b$); and the saved arrays
-    are held twice (on the device and on the host).
+    bytes per number, the engine's peak is about $1.3\,T B P b$ for gradient descent (the
+    trajectory, written in place), $T B P b + 14 B P b$ for gradient flow (the trajectory
+    and the Tsit5 stages) and $3 T B \max(P, Q) b$ for the closed forms; the outputs need
+    the end-to-end product and its modes ($2 T B Q b$); the saved arrays are held twice (on
+    the device and on the host); and the initialisations are drawn in blocks of
+    `_key_block` networks. Measured against peak RSS by `benchmarks/sweep_memory.py`.
     """
     b = np.dtype(config["output"]["dtype"]).itemsize
     T = _saves(config)
@@ -321,7 +322,7 @@ def chunk_memory(config: dict, widths, k: int, size: int, devices: int = 1) -> i
     engine = config["engine"]["name"]
     trajectory = T * B * P * b
     if engine == "gradient_descent":
-        working = 2 * trajectory + 6 * B * P * b
+        working = 1.3 * trajectory + 6 * B * P * b
     elif engine == "gradient_flow":
         working = trajectory + 14 * B * P * b
     else:
@@ -554,11 +555,11 @@ def _compute(out, config, task, widths, k, jobs, devices, progress, on_chunk) ->
         for job in todo:
             chunk_progress.start(job["size"])
             arrays = _run_chunk(
-                config, task, widths, job, devices, chunk_progress.report if progress else False
+                config, task, widths, job, devices, chunk_progress.engine if progress else False
             )
-            chunk_progress.report(1.0)
             path = _chunk_path(out, job)
             write_chunk(path, arrays, _chunk_meta(config, job))
+            chunk_progress.report(1.0)
             done["computed"].append(path.name)
             if on_chunk is not None:
                 on_chunk(job, path)
@@ -566,8 +567,8 @@ def _compute(out, config, task, widths, k, jobs, devices, progress, on_chunk) ->
 
 
 class _ChunkProgress:
-    """Moves the sweep's bar (in initialisations) by the fraction of the current chunk that
-    the engine reports through its `progress` callback."""
+    """Moves the sweep's bar (in initialisations) through the current chunk: the engine's
+    `progress` callback covers the first 90 % (the outputs and the file take the rest)."""
 
     def __init__(self, bar):
         self.bar, self.size, self.done = bar, 0, 0.0
@@ -575,8 +576,11 @@ class _ChunkProgress:
     def start(self, size: int) -> None:
         self.size, self.done = size, 0.0
 
-    def report(self, fraction) -> None:
-        now = self.size * float(np.max(fraction))
+    def engine(self, fraction) -> None:
+        self.report(0.9 * float(np.max(fraction)))
+
+    def report(self, fraction: float) -> None:
+        now = self.size * fraction
         if now > self.done:
             self.bar.update(now - self.done)
             self.done = now
