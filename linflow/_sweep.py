@@ -729,16 +729,19 @@ def load_sweep(out) -> list[dict]:
         task = _build_task(config)
         s = np.asarray(task.modes()[1])
         widths, k = _dims(config, task)
-    jobs = _layout(config, manifest["chunk"])
+    by_combo = {}
+    for job in _layout(config, manifest["chunk"]):
+        by_combo.setdefault(job["combo"], []).append(job)
     results = []
     for combo, (scheme, scale) in enumerate(_combinations(config)):
-        mine = [job for job in jobs if job["combo"] == combo]
-        present = [job for job in mine if _chunk_path(out, job).exists()]
+        mine = by_combo[combo]
+        exists = [_chunk_path(out, job).exists() for job in mine]
+        present = [job for job, there in zip(mine, exists) if there]
         result = {
             "scheme": scheme,
             "scale": scale,
-            "complete": len(present) == len(mine),
-            "missing": [_chunk_path(out, job).name for job in mine if job not in present],
+            "complete": all(exists),
+            "missing": [_chunk_path(out, j).name for j, there in zip(mine, exists) if not there],
             "chunks": len(present),
             "singular_values": s,
         }
