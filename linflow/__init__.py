@@ -20,7 +20,6 @@ if _typing.TYPE_CHECKING:
     from ._completion import observed_loss as observed_loss
     from ._completion import sensing_loss as sensing_loss
     from ._completion import unobserved_error as unobserved_error
-    from ._config import load_config as load_config
     from ._descent import gradient_descent as gradient_descent
     from ._diagnostics import illusory_correlations as illusory_correlations
     from ._diagnostics import mode_alignment as mode_alignment
@@ -75,6 +74,7 @@ if _typing.TYPE_CHECKING:
     from ._phase import FixedPoint as FixedPoint
     from ._phase import fixed_points as fixed_points
     from ._phase import scalar_pair as scalar_pair
+    from ._sweep import load_config as load_config
     from ._sweep import load_sweep as load_sweep
     from ._sweep import run_sweep as run_sweep
     from ._task import Task as Task
