@@ -13,6 +13,10 @@ from ._completion import observed_loss as observed_loss
 from ._completion import sensing_loss as sensing_loss
 from ._completion import unobserved_error as unobserved_error
 from ._descent import gradient_descent as gradient_descent
+from ._diagonal import diagonal_beta as diagonal_beta
+from ._diagonal import diagonal_limit as diagonal_limit
+from ._diagonal import diagonal_objective as diagonal_objective
+from ._diagonal import diagonal_weights as diagonal_weights
 from ._diagnostics import illusory_correlations as illusory_correlations
 from ._diagnostics import mode_alignment as mode_alignment
 from ._diagnostics import ntk_movement as ntk_movement
@@ -66,6 +70,7 @@ from ._phase import FIXED_POINT_KINDS as FIXED_POINT_KINDS
 from ._phase import FixedPoint as FixedPoint
 from ._phase import fixed_points as fixed_points
 from ._phase import scalar_pair as scalar_pair
+from ._saddle import saddle_to_saddle as saddle_to_saddle
 from ._sweep import load_config as load_config
 from ._sweep import load_sweep as load_sweep
 from ._sweep import run_sweep as run_sweep
