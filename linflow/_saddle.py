@@ -17,12 +17,12 @@ import numpy as np
 from ._diagonal import check_data
 
 # With beta = u^2 - v^2, u = alpha e^{2S}, v = alpha e^{-2S}, S = -int_0^t grad L dt, so
-# beta_i = 2 alpha^2 sinh(4 S_i). In the time t~ = t / log(1/alpha) and with
-# s = -2 int_0^t~ grad L dt~ (so that 4 S = 2 log(1/alpha) s), beta_i ~ sign(s_i) alpha^(2 - 2|s_i|):
-# coordinate i is pinned at 0 while |s_i| < 1 and free (with the sign of s_i) once |s_i| = 1.
-# While beta sits at a saddle, grad L is constant and s moves linearly; the next jump is the
-# first time an inactive |s_i| reaches 1, and the next saddle minimises L over
-# {beta_i sign(s_i) >= 0 where |s_i| = 1, beta_i = 0 elsewhere}.
+# beta_i = 2 alpha^2 sinh(4 S_i). In the time t~ = t / log(1/alpha), with
+# s = -2 int_0^t~ grad L dt~ (so that 4 S = 2 log(1/alpha) s),
+# beta_i ~ sign(s_i) alpha^(2 - 2 |s_i|): coordinate i is pinned at 0 while |s_i| < 1 and free
+# (with the sign of s_i) once |s_i| = 1. While beta sits at a saddle, grad L is constant and s
+# moves linearly; the next jump is the first time an inactive |s_i| reaches 1, and the next
+# saddle minimises L over {beta_i sign(s_i) >= 0 where |s_i| = 1, beta_i = 0 elsewhere}.
 
 
 def _least_squares(X, y, free):
