@@ -1,6 +1,10 @@
 """Diagonal linear networks: the model, the limit of its flow (Woodworth et al. 2020) and the
 saddle-to-saddle limit of vanishing initialisation (Pesme & Flammarion 2023)."""
 
+import importlib.util
+import json
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -375,3 +379,22 @@ def test_traced_alpha_is_checked_inside_jit(data):
         jax.jit(lambda a: linflow.diagonal_limit(X, y, a))(-1.0)
     with pytest.raises(RuntimeError, match="alpha"):
         jax.jit(lambda a: linflow.diagonal_weights(a, 3))(0.0)
+
+
+# ---------------------------------------------------------------- benchmark smoke test
+
+
+def test_benchmark_quick(tmp_path):
+    path = Path(__file__).parent.parent / "benchmarks" / "diagonal.py"
+    spec = importlib.util.spec_from_file_location("diagonal_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    payload = module.main(["--quick", "--out", str(tmp_path)])
+    assert json.loads((tmp_path / "diagonal_quick.json").read_text()) == payload
+    assert (tmp_path / "diagonal_quick.png").stat().st_size > 0
+    error = np.asarray(payload["error_exact"])  # (n, alpha)
+    assert error.shape == (len(payload["config"]["n"]), len(payload["config"]["alphas"]))
+    assert error[-1, 0] < 1e-3 < error[-1, -1]  # the rich regime recovers the teacher
+    np.testing.assert_allclose(error[:, -1], payload["error_min_l2"], rtol=1e-3)
+    for flow in payload["flows"]:
+        assert max(flow["relative_diff_vs_exact"]) < 1e-2
