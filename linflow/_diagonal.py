@@ -17,20 +17,21 @@ import numpy as np
 import optimistix as optx
 from jaxtyping import Array
 
-from ._checks import check_finite, is_concrete
+from ._checks import check_dtype, check_finite, check_int, is_concrete, known
 from ._objective import Objective
 
 
 def check_depth(fn: str, depth) -> int:
-    if isinstance(depth, bool) or not isinstance(depth, int | np.integer) or depth < 2:
-        raise ValueError(f"{fn}(..., depth={depth!r}) must be an int >= 2.")
-    return int(depth)
+    return check_int(fn, "depth", depth, minimum=2)
 
 
-def float_dtype(*arrays):
-    """The common floating dtype of `arrays` (the default float for integer inputs)."""
+def float_dtype(fn: str, name: str, *arrays):
+    """The common floating dtype of `arrays` (the default float for integer inputs), which
+    must be float32 or float64."""
     dtype = jnp.result_type(*arrays)
-    return dtype if jnp.issubdtype(dtype, jnp.floating) else jnp.result_type(float)
+    dtype = dtype if jnp.issubdtype(dtype, jnp.floating) else jnp.result_type(float)
+    check_dtype(fn, name, dtype)
+    return dtype
 
 
 def check_data(fn: str, X, y, *, underdetermined: bool) -> tuple[Array, Array]:
@@ -54,7 +55,7 @@ def check_data(fn: str, X, y, *, underdetermined: bool) -> tuple[Array, Array]:
     check_finite(fn, "y", y)
     if underdetermined and is_concrete(X) and np.linalg.matrix_rank(np.asarray(X)) < n:
         raise ValueError(f"{fn}(X, ...): X must have full row rank n = {n}.")
-    dtype = float_dtype(X, y)
+    dtype = float_dtype(fn, "X", X, y)
     return X.astype(dtype), y.astype(dtype)
 
 
@@ -134,23 +135,21 @@ def diagonal_weights(alpha, d: int, *, batch=(), dtype=None) -> tuple[Array, Arr
         raise ValueError(f"{fn}(alpha, d={d!r}) must be a positive int.")
     batch = (batch,) if isinstance(batch, int | np.integer) else tuple(batch)
     alpha = jnp.asarray(alpha)
-    dtype = float_dtype(alpha) if dtype is None else jnp.dtype(dtype)
-    if not jnp.issubdtype(dtype, jnp.floating):
-        raise ValueError(f"{fn}(..., dtype={dtype}) must be a floating dtype.")
+    if dtype is None:
+        dtype = float_dtype(fn, "alpha", alpha)
+    check_dtype(fn, "dtype", dtype)
     alpha = check_alpha(fn, alpha.astype(dtype))
     u = jnp.broadcast_to(alpha[..., None], (*batch, *alpha.shape, d))
     return u, u
 
 
 def check_alpha(fn: str, alpha: Array) -> Array:
-    """Raise for a concrete `alpha` that is not positive and finite (error_if when traced)."""
-    bad = ~(jnp.isfinite(alpha) & (alpha > 0))
+    """Raise unless `alpha` is positive and finite (`equinox.error_if` inside a trace)."""
+    bad = ~jnp.all(jnp.isfinite(alpha) & (alpha > 0))
     message = f"{fn}(..., alpha=...) must be positive and finite."
-    if is_concrete(alpha):
-        if bool(jnp.any(bad)):
-            raise ValueError(message)
-        return alpha
-    return eqx.error_if(alpha, bad, message)
+    if known(bad):
+        raise ValueError(message)
+    return alpha if known(bad) is False else eqx.error_if(alpha, bad, message)
 
 
 def diagonal_beta(params, *, depth: int = 2) -> Array:
@@ -322,11 +321,10 @@ def diagonal_limit(X, y, alpha, *, depth: int = 2, max_steps: int = 256, throw: 
     """
     fn = "diagonal_limit"
     depth = check_depth(fn, depth)
-    if isinstance(max_steps, bool) or not isinstance(max_steps, int | np.integer) or max_steps < 1:
-        raise ValueError(f"{fn}(..., max_steps={max_steps!r}) must be a positive int.")
+    max_steps = check_int(fn, "max_steps", max_steps, minimum=1)
     X, y = check_data(fn, X, y, underdetermined=True)
     alpha = jnp.asarray(alpha)
-    dtype = float_dtype(X, alpha)
+    dtype = float_dtype(fn, "alpha", X, alpha)
     X, y, alpha = X.astype(dtype), y.astype(dtype), check_alpha(fn, alpha.astype(dtype))
     # optimistix's trust-region solvers (0.1.0) mix float64 constants into their state when
     # x64 is on, which breaks a float32 solve; float64 is available then, so solve in it.
@@ -336,7 +334,7 @@ def diagonal_limit(X, y, alpha, *, depth: int = 2, max_steps: int = 256, throw: 
         y.astype(solve_dtype),
         alpha.reshape(-1).astype(solve_dtype),
         depth,
-        int(max_steps),
+        max_steps,
     )
     beta = beta.astype(dtype).reshape(*alpha.shape, X.shape[1])
     failed = ~(res <= jnp.sqrt(jnp.finfo(dtype).eps)).reshape(alpha.shape)

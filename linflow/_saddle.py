@@ -12,8 +12,8 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import lineax as lx
-import numpy as np
 
+from ._checks import check_int
 from ._diagonal import check_data
 
 # With beta = u^2 - v^2, u = alpha e^{2S}, v = alpha e^{-2S}, S = -int_0^t grad L dt, so
@@ -179,9 +179,8 @@ def saddle_to_saddle(X, y, *, max_jumps: int | None = None, throw: bool = True):
     n, d = X.shape
     if max_jumps is None:
         max_jumps = 4 * min(n, d) + 4
-    if isinstance(max_jumps, bool) or not isinstance(max_jumps, int | np.integer) or max_jumps < 1:
-        raise ValueError(f"{fn}(..., max_jumps={max_jumps!r}) must be a positive int.")
-    times, betas, finished = _saddles(X, y, int(max_jumps))
+    max_jumps = check_int(fn, "max_jumps", max_jumps, minimum=1)
+    times, betas, finished = _saddles(X, y, max_jumps)
     if throw:
         times = eqx.error_if(
             times,
