@@ -287,15 +287,16 @@ def diagonal_limit(X, y, alpha, *, depth: int = 2, max_steps: int = 256, throw: 
     `jax.grad` differentiates the solution implicitly.
 
     **Conditioning.** For small $\alpha$ the problem is exponentially ill-conditioned in
-    $\nu$ but not in $\beta$. For depth 2 the result is accurate to a few hundred ulps of
-    $\beta$ down to $\alpha = 10^{-12}$ and below in float32 and float64 (coordinates off the
-    support are of order $\alpha^{2(1 - |x_i^\top\nu^\star|)}$ and come out with a small
-    *relative* error as well). For $D > 2$, $|x_i^\top\nu| \to 1$ on the support with
-    $1 - |x_i^\top\nu| \approx (\alpha^D / |\beta_i|)^{(D-2)/D}$, and the relative error of
-    $\beta$ grows like $\epsilon\,(|\beta_i|/\alpha^D)^{(D-2)/D}$ for machine epsilon
-    $\epsilon$: about $\alpha \gtrsim 10^{-3}$ is reachable for $D = 3$ in float32, and
-    $\alpha \gtrsim 10^{-4}$ for $D = 4$ in float64. Beyond that the solve reports a failure
-    rather than a wrong answer.
+    $\nu$ but not in $\beta$. For depth 2, every coordinate of $\beta$ comes out with a
+    relative error of about $100\epsilon$ (machine epsilon $\epsilon$) from $\alpha = 10^{-12}$
+    to $10^2$ in float32 and float64, including those off the support, of order
+    $\alpha^{2(1 - |x_i^\top\nu^\star|)}$. For $D > 2$, $|x_i^\top\nu| \to 1$ on the support,
+    $1 - |x_i^\top\nu| \approx (\alpha^D / |\beta_i|)^{(D-2)/D}$, and the relative error grows
+    like $\epsilon\,(|\beta_i|/\alpha^D)^{(D-2)/D}$: with data of unit scale, $\alpha$ down to
+    about $10^{-3}$ works for $D = 3$ in float32 and $D = 4$ in float64, $10^{-4}$ for $D = 3$
+    in float64. Below that the solve reports a failure, not a wrong answer: $X\beta(\nu) = y$
+    has one root (the map is the gradient of a strictly convex function), so a small residual
+    means the right $\beta$.
 
     **Arguments:**
 
@@ -307,7 +308,8 @@ def diagonal_limit(X, y, alpha, *, depth: int = 2, max_steps: int = 256, throw: 
       the failed limits are NaN.
 
     **Returns:** $\beta_\alpha$, shape `(*alpha.shape, d)`, in the floating dtype of the
-    inputs.
+    inputs. (With x64 on, a float32 problem is solved in float64 and rounded: optimistix's
+    trust-region solvers do not keep float32 throughout then.)
 
     **Raises:** `ValueError` if the shapes of `X` and `y` do not match, $n \ge d$, `X` is not
     of full row rank, an input holds NaN or inf, or $\alpha \le 0$; an equinox runtime error

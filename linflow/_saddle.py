@@ -135,7 +135,7 @@ def saddle_to_saddle(X, y, *, max_jumps: int | None = None, throw: bool = True):
     Gradient flow on $L(\beta) = \frac{1}{2n}\|X\beta - y\|^2$, $\beta = u^2 - v^2$, from
     $u = v = \alpha$, followed in the time $\tilde t = t / \log(1/\alpha)$, converges as
     $\alpha \to 0$ to a piecewise-constant path (Pesme & Flammarion 2023, "Saddle-to-saddle
-    dynamics in diagonal linear networks", Algorithm 1 and Theorem 2). Starting from
+    dynamics in diagonal linear networks", their Algorithm 1). Starting from
     $\tilde t_0 = 0$, $\beta_0 = 0$, $s = 0$, it repeats, while $\nabla L(\beta_k) \ne 0$:
 
     - jump time: $\tilde t_{k+1} = \tilde t_k + \Delta$, with $\Delta$ the first time an
