@@ -173,7 +173,7 @@ def main(argv=None) -> int:
         results[name] = result
         print(f"[benchmarks] {name} done in {result['wall_s']:.1f} s", file=sys.stderr, flush=True)
     report = {
-        "schema": 1,
+        "schema": 2,  # 2: workloads (a) and (b) hold one block of peers per dtype
         "size_setting": args.size,
         "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "note": args.note,
