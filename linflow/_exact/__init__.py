@@ -182,9 +182,10 @@ def exact_flow(task, weights0, ts, *, tau=1.0, rtol=None, form=None, throw=True)
             first = failing[0]
             where = ""
             if batch:
+                at = tuple(int(i) for i in np.unravel_index(first, batch))
                 where = (
-                    f" (initialisation {np.unravel_index(first, batch)} of the batch of shape "
-                    f"{batch}; {failing.size} of {chosen_np.size} fail)"
+                    f" (initialisation {at} of the batch of shape {batch}; {failing.size} of "
+                    f"{chosen_np.size} fail)"
                 )
             init_codes = codes_np.reshape(len(candidates), -1)[:, first]
             raise ValueError(_no_form(fn, forms, _reasons(static, messages, init_codes), where))

@@ -59,8 +59,9 @@ def _saxe_deep(t, s, u0, tau):
         finite, jnp.where(positive, -jnp.expm1(-x) / safe_s, 2 * tf / tau), 1 / safe_s
     )
     growth = jnp.where(finite | positive, growth, 0.0)
-    u = u0 / (decay + u0 * growth)
-    # s = 0, t = inf: u0 / (1 + inf) = 0 (and a zero start stays at zero).
+    denominator = decay + u0 * growth
+    # A zero start stays at zero (0 / 0 at t = inf); s = 0, t = inf: u0 / (1 + inf) = 0.
+    u = u0 / jnp.where(denominator > 0, denominator, 1.0)
     return jnp.where(finite | positive, u, 0.0)
 
 
