@@ -43,8 +43,9 @@ with $\lambda = -50$).
 eigenvalue $\mu$ (descending). A Gram-Schmidt pass over these rows, in that order, writes
 $Z = T W^\top$ with $W$ orthonormal and $T$ in column echelon form: column $j$ starts at a
 pivot row $p_j$ (rows above it vanish), the first row that adds a new direction. A row whose
-component outside the directions found so far is below `rtol` $\cdot\,\|Q_0\|$ adds none: the
-start is taken to lie on the invariant manifold where it has no weight there. With
+component outside the directions found so far is below $\min(\text{rtol}, 1000\,\epsilon)\,
+\|Q_0\|_F$ (rounding level) adds none: the start is taken to lie on the invariant manifold
+where it has no weight there. With
 $\nu_j = \max(\mu_{p_j}, 0)$, $h(\mu) = (1 - e^{-2\mu s})/(2\mu)$ and the bounded matrices
 
 $$\hat Y_{ij} = T_{ij}\, e^{(\mu_i - \nu_j) s}, \qquad
@@ -198,7 +199,10 @@ def riccati_one(U, sv, V, w1, w2, ts, tau, lam, rtol):
     phi, sign, r, x, mu = phi[order], sign[order], r[order], x[order], mu[order]
     q0 = jnp.concatenate([w1.T, w2], axis=0)
     z = phi @ q0
-    tol = rtol * safe_sqrt(jnp.sum(q0**2))
+    # Deciding that a start lies on an invariant manifold is about rounding, not about how
+    # loosely the user let the conditions be met: a looser rtol does not loosen it.
+    exact = min(rtol, 1000 * float(jnp.finfo(dtype).eps))
+    tol = exact * safe_sqrt(jnp.sum(q0**2))
     w, pivots, live = _echelon(z, tol)
     n = z.shape[0]
     rows = jnp.arange(n)[:, None]
@@ -215,7 +219,7 @@ def riccati_one(U, sv, V, w1, w2, ts, tau, lam, rtol):
         mask & grows[None, :], jnp.where(mu[:, None] > 0, diff, -mu_p[None, :]), 0.0
     )
     # Entries that survive at t = inf: growing directions tied with their pivot.
-    tie_tol = rtol * jnp.maximum(jnp.max(jnp.abs(mu)), jnp.finfo(dtype).tiny)
+    tie_tol = exact * jnp.maximum(jnp.max(jnp.abs(mu)), jnp.finfo(dtype).tiny)
     positive = mu > tie_tol
     lasting = mask & positive[:, None] & (jnp.abs(diff) <= tie_tol) & (mu_p > tie_tol)[None, :]
     y_inf = jnp.where(lasting, t_mat, 0.0)
@@ -270,8 +274,10 @@ class LambdaBalancedTwoLayer(DepthForm):
     with $\lambda$ the mean of the diagonal. Nothing else: any hidden width (also
     $h > \min(m, d)$, where $\pm\lambda/2$ is a repeated eigenvalue of $F_\lambda$ that the start
     splits), any rank, ties, and starts on invariant manifolds (which converge to saddles).
-    Components of $[W_1^\top; W_2]$ below `rtol` times its norm, in the eigen-directions of
-    $F_\lambda$, are taken as zero: that is what puts a start exactly on such a manifold.
+    Components of $[W_1^\top; W_2]$ in the eigen-directions of $F_\lambda$ below
+    $\min(\text{rtol}, 1000\,\epsilon)$ times its norm (rounding level) are taken as zero: that
+    is what puts a start exactly on such a manifold (a larger component leaves it, after a time
+    of order $\ln(1/\text{component})$ over the spectral gap).
 
     The weights returned match the gradient flow up to an orthogonal rotation of the hidden
     layer (which has no closed form); the product, $W_1^\top W_1$, $W_2 W_2^\top$, the loss and
