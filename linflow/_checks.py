@@ -36,16 +36,24 @@ def all_concrete(tree) -> bool:
     return all(is_concrete(x) for x in jax.tree.leaves(tree))
 
 
+def known(flag) -> bool | None:
+    """The value of a boolean computed from the inputs, or `None` inside a trace (where even
+    constants become tracers)."""
+    return bool(flag) if is_concrete(flag) else None
+
+
 def check_finite(fn: str, name: str, x) -> None:
     """Raise if the concrete array `x` holds NaN or inf."""
-    if is_concrete(x) and not bool(jnp.all(jnp.isfinite(x))):
+    if is_concrete(x) and known(jnp.all(jnp.isfinite(x))) is False:
         raise ValueError(f"{fn}(..., {name}=...) contains NaN or inf.")
 
 
-def check_int(fn: str, name: str, value, minimum: int = 0) -> int:
-    """`value` as an int, raising unless it is an int (not a bool) `>= minimum`."""
+def check_int(fn: str, name: str, value, minimum: int = 0, maximum: int | None = None) -> int:
+    """`value` as an int, raising unless it is an int (not a bool) in `[minimum, maximum]`."""
     if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer):
         raise ValueError(f"{fn}(..., {name}={value!r}) must be an int, got {type(value).__name__}.")
+    if maximum is not None and not minimum <= value <= maximum:
+        raise ValueError(f"{fn}(..., {name}={value!r}) must be an int in [{minimum}, {maximum}].")
     if value < minimum:
         raise ValueError(f"{fn}(..., {name}={value!r}) must be an int >= {minimum}.")
     return int(value)
@@ -154,14 +162,24 @@ def check_times(fn: str, ts, dtype=None, *, allow_inf: bool = False):
         ts[0] < 0,
         jnp.any(jnp.diff(ts) <= 0),
     )
-    if is_concrete(ts):
-        for flag, message in zip(bad, messages):
-            if bool(flag):
-                raise ValueError(message)
-        return ts
     for flag, message in zip(bad, messages):
-        ts = eqx.error_if(ts, flag, message)
+        if known(flag):
+            raise ValueError(message)
+        if known(flag) is None:
+            ts = eqx.error_if(ts, flag, message)
     return ts
+
+
+def check_fractions(fn: str, fractions, dtype):
+    """`fractions` as a non-empty 1-D array of `dtype` with values in (0, 1)."""
+    fractions = jnp.asarray(fractions, dtype)
+    if fractions.ndim != 1 or fractions.shape[0] == 0:
+        raise ValueError(f"{fn}(..., fractions=...) must be a non-empty 1-D array.")
+    bad = ~jnp.all((fractions > 0) & (fractions < 1))
+    message = f"{fn}(..., fractions=...) must lie in (0, 1)."
+    if known(bad):
+        raise ValueError(message)
+    return fractions if known(bad) is False else eqx.error_if(fractions, bad, message)
 
 
 def check_weights(fn: str, weights, input_dim: int | None = None, output_dim: int | None = None):

@@ -5,7 +5,9 @@ For $W = W_N \cdots W_1$ and $G = \partial L / \partial W = W \Sigma_{xx} - \Sig
 $$\frac{\partial L}{\partial W_l} = (W_N \cdots W_{l+1})^\top \, G \, (W_{l-1} \cdots W_1)^\top,$$
 
 which for two layers is $\partial L/\partial W_1 = -W_2^\top(\Sigma_{yx} - W_2 W_1 \Sigma_{xx})$ and
-$\partial L/\partial W_2 = -(\Sigma_{yx} - W_2 W_1 \Sigma_{xx}) W_1^\top$ (source 004, eq. 2).
+$\partial L/\partial W_2 = -(\Sigma_{yx} - W_2 W_1 \Sigma_{xx}) W_1^\top$ (Saxe, McClelland &
+Ganguli 2014, "Exact solutions to the nonlinear dynamics of learning in deep linear neural
+networks").
 All functions broadcast over leading batch axes of the weights.
 """
 
@@ -15,7 +17,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array
 
-from ._checks import check_weights
+from ._checks import check_task_weights
 from ._task import Task
 
 
@@ -57,7 +59,7 @@ def loss(task: Task, weights) -> Array:
     linflow.loss(task, (W1, W2))
     ```
     """
-    weights = check_weights("loss", weights, task.input_dim, task.output_dim)
+    task, weights = check_task_weights("loss", task, weights)
     return _loss(task, product(weights))
 
 
@@ -176,5 +178,5 @@ def gradients(task: Task, weights) -> tuple[Array, ...]:
     g1, g2 = linflow.gradients(task, (W1, W2))
     ```
     """
-    weights = check_weights("gradients", weights, task.input_dim, task.output_dim)
+    task, weights = check_task_weights("gradients", task, weights)
     return layer_gradients(weights, task.sigma_yx, task._sigma_xx)

@@ -104,11 +104,10 @@ class Task(eqx.Module):
             self.optimum = sigma_yx
         else:
             self.optimum = sigma_yx @ jnp.linalg.pinv(sigma_xx, hermitian=True)
-            if is_concrete(sigma_xx):
-                residual = np.abs(np.asarray(self.optimum @ sigma_xx - sigma_yx)).max()
-                tol = np.sqrt(np.finfo(sigma_yx.dtype).eps) * max(
-                    np.abs(np.asarray(sigma_yx)).max(), 1e-30
-                )
+            if is_concrete(sigma_xx) and is_concrete(sigma_yx):  # on the host: jit-safe
+                syx, sxx = np.asarray(sigma_yx), np.asarray(sigma_xx)
+                residual = np.abs(syx @ np.linalg.pinv(sxx, hermitian=True) @ sxx - syx).max()
+                tol = np.sqrt(np.finfo(syx.dtype).eps) * max(np.abs(syx).max(), 1e-30)
                 if residual > tol:
                     raise ValueError(
                         f"{fn}(sigma_yx=..., sigma_xx=...): sigma_yx has a component outside the "

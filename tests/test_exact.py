@@ -60,7 +60,7 @@ def test_saxe_deep_is_the_balanced_scalar_mode():
     t = jnp.linspace(0.0, 5.0, 11)
     a, b = linflow.scalar_mode(t, 2.0, 0.1, 0.1, tau=0.7)
     assert np.allclose(linflow.saxe_deep(t, 2.0, 0.01, tau=0.7), a * b, rtol=1e-12)
-    # Source 000, eq. 10 as printed.
+    # Saxe et al. (2014)'s sigmoid as printed in Shimizu & Aoyagi's lecture notes, eq. 10.
     e = np.exp(2 * 2.0 * np.asarray(t) / 0.7)
     assert np.allclose(
         linflow.saxe_deep(t, 2.0, 0.01, tau=0.7), 2.0 * e / (e - 1 + 2.0 / 0.01), rtol=1e-12
@@ -197,7 +197,6 @@ def test_closed_forms_are_jit_and_vmap_safe():
     assert times.shape == (2,)
 
 
-
 # exact_flow: every closed form against integration, jit, vmap and grad --------------------
 
 
@@ -267,6 +266,45 @@ def form_case(name, dtype):
     return syx, None, linflow.init_weights(key, task, hidden, batch=(2,), **kwargs)
 
 
+ALIGNED_CASES = [
+    # (m, d, hidden, lam, scale): h = k, h > k with m > d, h < k, unbalanced either sign.
+    (3, 4, 3, 0.0, 0.05),
+    (4, 3, 6, 0.0, 0.2),
+    (3, 4, 2, 0.0, 0.3),
+    (3, 4, 5, 0.4, 0.1),
+    (3, 3, 3, -0.2, 1.0),
+]
+
+
+@pytest.mark.parametrize("m, d, hidden, lam, scale", ALIGNED_CASES)
+def test_exact_flow_matches_gradient_flow_for_aligned_starts(m, d, hidden, lam, scale):
+    task = whitened_task(jax.random.key(0), m=m, d=d, s=(3.0, 1.5, 0.5)[: min(m, d)])
+    scales = scale * jnp.linspace(1.0, 0.5, min(m, d, hidden))
+    weights0 = linflow.init_weights(
+        jax.random.key(1), task, hidden, scheme="aligned", scale=scales, lam=lam, batch=(2,)
+    )
+    ts = jnp.array([0.0, 0.5, 2.0, 6.0, 15.0])
+    exact = linflow.exact_flow(task, weights0, ts, tau=1.2)
+    flow = linflow.gradient_flow(task, weights0, ts, tau=1.2, rtol=1e-11, atol=1e-13)
+    assert exact.stats["closed_form"] == "aligned two-layer"
+    assert max(rel(a, b) for a, b in zip(exact.weights, flow.weights)) < 1e-8
+    assert max(float(jnp.max(jnp.abs(w[0] - w0))) for w, w0 in zip(exact.weights, weights0)) < 1e-14
+
+
+def test_exact_flow_at_infinity_is_the_optimum():
+    task = whitened_task(jax.random.key(2), m=3, d=4)
+    weights0 = linflow.init_weights(
+        jax.random.key(3), task, 4, scheme="aligned", scale=0.1, batch=(3,)
+    )
+    traj = linflow.exact_flow(task, weights0, jnp.array([0.0, jnp.inf]))
+    assert np.allclose(traj.product()[-1], np.broadcast_to(task.sigma_yx, (3, 3, 4)), atol=1e-12)
+    # Mode strengths follow the sigmoid of Saxe, McClelland & Ganguli (2014).
+    ts = jnp.linspace(0.0, 3.0, 7)
+    u = linflow.exact_flow(task, weights0, ts).mode_strengths(task)
+    s = task.modes()[1]
+    assert np.allclose(u, linflow.saxe_deep(ts[:, None, None], s[None, None, :], 0.01), rtol=1e-10)
+
+
 FORMS = [form.name for form in linflow.CLOSED_FORMS]
 TIMES = jnp.array([0.0, 0.7, 3.0])
 
@@ -298,9 +336,9 @@ def test_every_form_under_jit_and_vmap(name, dtype):
     assert rel(jitted.product(), eager.product()) < 10 * eps(dtype)
     assert np.array_equal(jitted.stats["form"], eager.stats["form"])
     taus = jnp.array([0.5, 1.0, 2.0], dtype)
-    mapped = jax.vmap(lambda tau: linflow.exact_flow(task, w0, TIMES, tau=tau, form=name).product())(
-        taus
-    )
+    mapped = jax.vmap(
+        lambda tau: linflow.exact_flow(task, w0, TIMES, tau=tau, form=name).product()
+    )(taus)
     for tau, got in zip(taus, mapped):
         assert rel(got, linflow.exact_flow(task, w0, TIMES, tau=tau).product()) < 10 * eps(dtype)
     if sxx is None:
@@ -375,7 +413,7 @@ def test_refusal_names_each_form_and_condition_eagerly_and_under_jit():
     gaussian = linflow.init_weights(jax.random.key(7), task, 3, scale=0.1)
     expected = [
         "one layer: needs depth 1, got depth 2",
-        "aligned two-layer: W1 \\(W2\\) has weight outside",
+        "aligned two-layer: not aligned: W1 \\(W2\\) has weight outside",
         "zero-balanced two-layer: not balanced",
         "lambda-balanced two-layer: not balanced",
         "aligned balanced deep: needs depth >= 3, got depth 2",
@@ -394,7 +432,9 @@ def test_refusal_names_each_form_and_condition_eagerly_and_under_jit():
     traj = linflow.exact_flow(task, mixed, TIMES, throw=False)
     assert traj.stats["form"].shape == (2, 3) and int(traj.stats["form"][1, 2]) == -1
     assert np.all(np.isnan(traj.weights[0][:, 1, 2]))
-    assert np.all(np.isfinite(traj.weights[0][:, 0])) and np.all(np.isfinite(traj.weights[1][:, 1, :2]))
+    assert np.all(np.isfinite(traj.weights[0][:, 0])) and np.all(
+        np.isfinite(traj.weights[1][:, 1, :2])
+    )
     deep = linflow.init_weights(jax.random.key(7), task, (3, 3), scale=0.1)
     with pytest.raises(ValueError, match="aligned balanced deep: not balanced"):
         linflow.exact_flow(task, deep, TIMES)

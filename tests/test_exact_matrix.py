@@ -311,7 +311,14 @@ CASES = {
     # min(m, d) < h <= m with lambda > 0 (and h <= d, lambda < 0): +-lambda/2 tie at the cut.
     "wide, lambda > 0": (5, 2, [2.0, 0.7], 4, {"scheme": "lambda_balanced", "lam": 0.5}, 1.0),
     "wide, lambda < 0": (2, 5, [2.0, 0.7], 4, {"scheme": "lambda_balanced", "lam": -0.5}, 1.0),
-    "wide, m = 6, d = 3": (6, 3, [2.0, 0.7, 0.3], 4, {"scheme": "lambda_balanced", "lam": 1.0}, 1.0),
+    "wide, m = 6, d = 3": (
+        6,
+        3,
+        [2.0, 0.7, 0.3],
+        4,
+        {"scheme": "lambda_balanced", "lam": 1.0},
+        1.0,
+    ),
     # The hidden width cuts through the tie s = 1, 1 of the Saxe hierarchy.
     "hierarchy, h = 3": (None, None, None, 3, {"scheme": "balanced"}, 1.0),
     # A rank-3 start while Sigma_yx has rank 2 (its third mode decays algebraically).
@@ -350,7 +357,9 @@ def test_issue_19_cases_match_integration(name, dtype):
     assert traj.weights[0].dtype == dtype
     lam = CASES[name][4].get("lam", 0.0) if CASES[name][4] else 0.0
     hidden = w0[0].shape[0]
-    assert np.allclose(traj.balance()[0], lam * jnp.eye(hidden), atol=100 * eps(dtype) * (1 + abs(lam)))
+    assert np.allclose(
+        traj.balance()[0], lam * jnp.eye(hidden), atol=100 * eps(dtype) * (1 + abs(lam))
+    )
     # t = inf: every mode that the width allows is learned, except on the saddle manifold.
     U, s, V = (np.asarray(x, np.float64) for x in task.modes())
     learned = min(hidden, int(np.sum(s > 1e-6)))
@@ -361,7 +370,9 @@ def test_issue_19_cases_match_integration(name, dtype):
         assert np.allclose(sv[:4], [np.sqrt(7), np.sqrt(3), 1.0, 0.0], atol=20 * eps(dtype))
         long = integrate(task, w0, [0.0, 60.0])
         limit = tuple(w[-1:] for w in traj.weights)
-        assert rel_err(invariants(limit), invariants(tuple(w[-1:] for w in long))) < 1e3 * eps(dtype)
+        assert rel_err(invariants(limit), invariants(tuple(w[-1:] for w in long))) < 1e3 * eps(
+            dtype
+        )
     else:
         limit = (U[:, :learned] * s[:learned]) @ V[:, :learned].T
         assert np.allclose(traj.product()[-1], limit, atol=20 * eps(dtype) * s[0])
@@ -394,9 +405,7 @@ def test_deep_mode_derivatives_by_the_implicit_function_theorem(depth):
     """d u / d(t, s, u0, tau) against central differences, below s, above s and at s = 0."""
     for u0, s in ((0.05, 2.0), (3.0, 2.0), (0.4, 0.0)):
         args = (0.7, s, u0, 1.3)
-        grads = jax.grad(lambda *a: linflow.deep_mode(*a, depth=depth), argnums=(0, 1, 2, 3))(
-            *args
-        )
+        grads = jax.grad(lambda *a: linflow.deep_mode(*a, depth=depth), argnums=(0, 1, 2, 3))(*args)
         for i, grad in enumerate(grads):
             if s == 0.0 and i == 1:
                 continue  # s >= 0: no central difference at s = 0
@@ -404,9 +413,9 @@ def test_deep_mode_derivatives_by_the_implicit_function_theorem(depth):
             up, down = list(args), list(args)
             up[i] += h
             down[i] -= h
-            fd = (
-                linflow.deep_mode(*up, depth=depth) - linflow.deep_mode(*down, depth=depth)
-            ) / (2 * h)
+            fd = (linflow.deep_mode(*up, depth=depth) - linflow.deep_mode(*down, depth=depth)) / (
+                2 * h
+            )
             assert float(grad) == pytest.approx(float(fd), rel=1e-6, abs=1e-10), (u0, s, i)
 
 

@@ -10,8 +10,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._checks import all_concrete, check_task_weights, check_times, is_concrete, positive_scalar
-from .._trajectory import Trajectory
+from .._checks import (
+    all_concrete,
+    check_memory,
+    check_task_weights,
+    check_times,
+    is_concrete,
+    positive_scalar,
+)
+from .._trajectory import Trajectory, trajectory_bytes
 from .aligned import AlignedTwoLayer
 from .base import ClosedForm
 from .deep import AlignedDeep, deep_mode
@@ -27,6 +34,10 @@ CLOSED_FORMS: tuple[ClosedForm, ...] = (
     LambdaBalancedTwoLayer(),
     AlignedDeep(),
 )
+"""The closed forms `exact_flow` tries, in this order: one layer; aligned two-layer; zero-balanced
+two-layer; lambda-balanced two-layer; aligned balanced deep. Each has a `name`, a static
+`depth_reason`, traceable `conditions` (message, holds per initialisation) and a `solve`;
+`stats["form"]` of `exact_flow` indexes this tuple."""
 
 # A looser tolerance would let a condition be waved through (a Gaussian start taken as aligned).
 MAX_RTOL = 1e-2
@@ -156,6 +167,12 @@ def exact_flow(task, weights0, ts, *, tau=1.0, rtol=None, form=None, throw=True)
     forms = _forms(fn, form)
     if not isinstance(throw, bool):
         raise ValueError(f"{fn}(..., throw={throw!r}) must be a bool.")
+    check_memory(
+        fn,
+        trajectory_bytes(ts.shape[0], weights0),
+        f"the trajectory ({ts.shape[0]} saves)",
+        "save at fewer times ts",
+    )
     depth = len(weights0)
     static = [form.depth_reason(depth) for form in forms]
     candidates = tuple(form for form, reason in zip(forms, static) if reason is None)
@@ -194,12 +211,12 @@ def exact_flow(task, weights0, ts, *, tau=1.0, rtol=None, form=None, throw=True)
         if all_concrete((ts, tau, weights0, task)):
             used = sorted({int(c) for c in chosen_np.reshape(-1) if c >= 0})
             stats["closed_form"] = ", ".join(candidates[c].name for c in used)
-        return Trajectory(ts=ts, weights=weights, stats=stats)
+        return Trajectory(ts=ts, weights=weights, stats=stats, unit="time", tau=tau)
 
     weights = _solve_traced(candidates, groups, chosen, task, weights0, ts, tau, rtol)
     if throw:
         weights = _raise_traced(fn, forms, static, messages, codes, chosen, weights)
-    return Trajectory(ts=ts, weights=weights, stats={"form": form_index})
+    return Trajectory(ts=ts, weights=weights, stats={"form": form_index}, unit="time", tau=tau)
 
 
 def _reasons(static, messages, init_codes):
@@ -233,7 +250,10 @@ def _solve_concrete(candidates, groups, chosen, task, weights0, ts, tau, rtol):
             continue
         part = candidates[members[0]].solve(task, _select(flat, rows), ts, tau, rtol)
         if out is None:
-            out = tuple(jnp.full(p.shape[:1] + (flat_chosen.size,) + p.shape[2:], jnp.nan, p.dtype) for p in part)
+            out = tuple(
+                jnp.full(p.shape[:1] + (flat_chosen.size,) + p.shape[2:], jnp.nan, p.dtype)
+                for p in part
+            )
         out = tuple(o.at[:, rows].set(p) for o, p in zip(out, part))
     if out is None:  # nothing applies anywhere (throw=False)
         shapes = jax.eval_shape(lambda w: candidates[0].solve(task, w, ts, tau, rtol), weights0)

@@ -48,7 +48,10 @@ def _aligned_two_layer(task, weights, ts, tau):
 
 
 class AlignedTwoLayer(DepthForm):
-    r"""Two layers, $\Sigma_{xx} = I$, aligned start (Saxe, McClelland & Ganguli 2014; source 004).
+    r"""Two layers, $\Sigma_{xx} = I$, aligned start (Saxe, McClelland & Ganguli 2014).
+
+    From Saxe, McClelland & Ganguli (2014), "Exact solutions to the nonlinear dynamics of
+    learning in deep linear neural networks".
 
     In the modes of $\Sigma_{yx} = U S V^\top$, the vectors $a^i = W_1 v^i$ and
     $b^i = W_2^\top u^i$ of an aligned start are parallel within a mode and orthogonal
@@ -81,7 +84,8 @@ class AlignedTwoLayer(DepthForm):
         out = [
             (WHITENED, whitened_condition(task, rtol)),
             (
-                "W1 (W2) has weight outside the span of the task's input (output) modes",
+                "not aligned: W1 (W2) has weight outside the span of the task's input (output) "
+                "modes",
                 inside <= rtol * size,
             ),
         ]

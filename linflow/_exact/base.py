@@ -94,7 +94,7 @@ WHITENED = "needs whitened inputs: max |sigma_xx - I| <= rtol * max(max |sigma_x
 
 
 def whitened_condition(task, rtol):
-    r"""$\Sigma_{xx} = I$ to relative tolerance `rtol` (a scalar bool; `True` for whitened tasks)."""
+    r"""$\Sigma_{xx} = I$ to relative tolerance `rtol` (a scalar bool; `True` if whitened)."""
     if task.whitened:
         return True
     sxx = task.sigma_xx
@@ -114,7 +114,6 @@ def flat_batch(weights):
         return tuple(o.reshape(o.shape[:1] + batch + o.shape[2:]) for o in outputs)
 
     return flat, unflatten
-
 
 
 def check_values(x, bad, message: str):

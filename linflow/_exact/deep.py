@@ -266,8 +266,9 @@ class AlignedDeep(DepthForm):
     Depth 2 is the balanced case of the aligned two-layer form.
 
     Conditions (to relative tolerance `rtol`, per initialisation): whitened inputs;
-    $W_{l+1}^\top W_{l+1} = W_l W_l^\top$; $u_i = u^{i\top} W v^i \ge 0$; $W V = U\,\mathrm{diag}(u)$
-    and every layer equal to its reconstruction from the frames (no weight outside the modes).
+    $W_{l+1}^\top W_{l+1} = W_l W_l^\top$; $u_i = u^{i\top} W v^i \ge 0$;
+    $W V = U\,\mathrm{diag}(u)$ and every layer equal to its reconstruction from the frames
+    (no weight outside the modes).
     """
 
     name: ClassVar[str] = "aligned balanced deep"
@@ -286,9 +287,9 @@ class AlignedDeep(DepthForm):
         u, sigma, frames = _chain(U, V, weights)
         scale = size**depth
         positive = jnp.min(u, axis=-1) >= -rtol * scale
-        diagonal = max_abs(frames[-1] * sigma[..., None, :] ** depth - lift(U, u.ndim + 1) * u[..., None, :]) <= (
-            rtol * scale
-        )
+        diagonal = max_abs(
+            frames[-1] * sigma[..., None, :] ** depth - lift(U, u.ndim + 1) * u[..., None, :]
+        ) <= (rtol * scale)
         layers = jnp.max(
             jnp.stack([max_abs(r - w) for r, w in zip(_layers(frames, sigma), weights)]), axis=0
         )
@@ -296,7 +297,10 @@ class AlignedDeep(DepthForm):
             (WHITENED, whitened_condition(task, rtol)),
             ("not balanced: max |W_(l+1)^T W_(l+1) - W_l W_l^T| > rtol * max |W_l|^2", balanced),
             ("not aligned: a mode strength u_i = u_i^T W v_i is negative", positive),
-            ("not aligned: W V is not U diag(u) (the product is not diagonal in the modes)", diagonal),
+            (
+                "not aligned: W V is not U diag(u) (the product is not diagonal in the modes)",
+                diagonal,
+            ),
             (
                 "not aligned: the layers are not R_l diag(sigma) R_(l-1)^T with R_0 = V, R_D = U",
                 layers <= rtol * size,

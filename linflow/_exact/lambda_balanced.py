@@ -123,17 +123,23 @@ def _frame(U, sv, V, lam):
     half = 0.5 * jnp.abs(lam)
     k = sv.shape[0]
     if m > k:  # outputs outside the modes: +lambda/2
-        rows.append(jnp.concatenate([jnp.zeros((m, d), dtype), jnp.eye(m, dtype=dtype) - U @ U.T], 1))
+        rows.append(
+            jnp.concatenate([jnp.zeros((m, d), dtype), jnp.eye(m, dtype=dtype) - U @ U.T], 1)
+        )
         signs.append(up)
         radii.append(jnp.broadcast_to(half, (m,)))
         xs.append(jnp.zeros((m,), dtype))
     if d > k:  # inputs outside the modes: -lambda/2
-        rows.append(jnp.concatenate([jnp.eye(d, dtype=dtype) - V @ V.T, jnp.zeros((d, m), dtype)], 1))
+        rows.append(
+            jnp.concatenate([jnp.eye(d, dtype=dtype) - V @ V.T, jnp.zeros((d, m), dtype)], 1)
+        )
         signs.append(-up)
         radii.append(jnp.broadcast_to(half, (d,)))
         xs.append(jnp.zeros((d,), dtype))
     phi = jnp.concatenate(rows, axis=0)
-    sign = jnp.concatenate([jnp.broadcast_to(jnp.asarray(g, dtype), x.shape) for g, x in zip(signs, xs)])
+    sign = jnp.concatenate(
+        [jnp.broadcast_to(jnp.asarray(g, dtype), x.shape) for g, x in zip(signs, xs)]
+    )
     return phi, sign, jnp.concatenate(radii), jnp.concatenate(xs)
 
 
@@ -179,7 +185,8 @@ def _qr_r(a):
 
 
 def _sqrt_h(mu, s):
-    r"""$\sqrt{h(\mu)}$, $h = (1 - e^{-2\mu s})/(2\mu)$, written as $s \cdot \mathrm{ratio}$ for any sign."""
+    r"""$\sqrt{\hat h}$, $\hat h = (1 - e^{-2|\mu| s})/(2|\mu|)$, as $s \cdot \mathrm{ratio}$ (no
+    cancellation at small $|\mu| s$)."""
     x = 2 * jnp.abs(mu) * s
     small = x < 1e-6
     safe = jnp.where(small, 1.0, x)
@@ -215,9 +222,7 @@ def riccati_one(U, sv, V, w1, w2, ts, tau, lam, rtol):
     nu = jnp.where(grows, mu_p, 0.0)
     # Exponents of Y and of the lower block of B (both <= 0 on the mask).
     e_y = jnp.where(mask, jnp.where(grows[None, :], diff, mu[:, None]), 0.0)
-    e_b = jnp.where(
-        mask & grows[None, :], jnp.where(mu[:, None] > 0, diff, -mu_p[None, :]), 0.0
-    )
+    e_b = jnp.where(mask & grows[None, :], jnp.where(mu[:, None] > 0, diff, -mu_p[None, :]), 0.0)
     # Entries that survive at t = inf: growing directions tied with their pivot.
     tie_tol = exact * jnp.maximum(jnp.max(jnp.abs(mu)), jnp.finfo(dtype).tiny)
     positive = mu > tie_tol
@@ -233,9 +238,7 @@ def riccati_one(U, sv, V, w1, w2, ts, tau, lam, rtol):
         positive_time = finite & (s > 0)
         sf = jnp.where(positive_time, s, 1.0)
         y = jnp.where(finite, t_mat * jnp.exp(e_y * sf), y_inf)
-        lower = jnp.where(
-            finite, t_mat * _sqrt_h(mu, sf)[:, None] * jnp.exp(e_b * sf), b_inf
-        )
+        lower = jnp.where(finite, t_mat * _sqrt_h(mu, sf)[:, None] * jnp.exp(e_b * sf), b_inf)
         top = jnp.where(finite, jnp.exp(-nu * sf), top_inf)
         r_mat = _qr_r(jnp.concatenate([top[:, None] * eye, lower], axis=0))
         q_tilde = jsl.solve_triangular(r_mat, y.T, trans="T", lower=False).T  # Y R^{-1}

@@ -44,9 +44,10 @@ class OneLayer(DepthForm):
     $$W(t) = W_* + (W_0 - W_*)\, Q\, e^{-\Lambda t/\tau} Q^\top,
     \qquad W_* = \Sigma_{yx}\Sigma_{xx}^+,$$
 
-    each input mode relaxing exponentially (source 000, eq. 11 for $\Sigma_{xx} = I$).
-    Applies to any start and any $\Sigma_{xx}$; with a singular $\Sigma_{xx}$ the directions
-    it does not see keep their start, so
+    each input mode relaxing exponentially (for $\Sigma_{xx} = I$ the shallow network of Saxe,
+    McClelland & Ganguli 2019, "A mathematical theory of semantic development in deep neural
+    networks"). Applies to any start and any $\Sigma_{xx}$; with a singular $\Sigma_{xx}$ the
+    directions it does not see keep their start, so
     $W(\infty) = W_* + W_0\,(I - \Sigma_{xx}^+\Sigma_{xx})$.
     """
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from .lambda_balanced import LambdaBalancedTwoLayer, imbalance
 from .base import per_init_size
+from .lambda_balanced import LambdaBalancedTwoLayer, imbalance
 
 
 class ZeroBalancedTwoLayer(LambdaBalancedTwoLayer):

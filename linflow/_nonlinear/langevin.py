@@ -2,7 +2,9 @@ r"""Gradient Langevin dynamics: the SDE, its discretisations GLD and SGLD, and a
 
 $$dX_t = -\nabla L(X_t)\,dt + \sqrt{2/\beta}\; dB_t,$$
 
-whose stationary law is the Gibbs measure $\pi \propto e^{-\beta L}$ (source 003). Its
+whose stationary law is the Gibbs measure $\pi \propto e^{-\beta L}$ (Raginsky, Rakhlin &
+Telgarsky 2017, "Non-convex learning via stochastic gradient Langevin dynamics: a nonasymptotic
+analysis"). Its
 Euler-Maruyama discretisation with step $\eta$ is GLD,
 $X_{k+1} = X_k - \eta \nabla L(X_k) + \sqrt{2\eta/\beta}\,\xi_k$; SGLD replaces $\nabla L$ by a
 minibatch estimate (Welling & Teh 2011).
@@ -18,10 +20,18 @@ import lineax as lx
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from .._checks import check_positive, check_schedule, check_times
-from .._descent import _assemble, gradient_descent, scan_with_saves
+from .._checks import (
+    check_int,
+    check_key,
+    check_memory,
+    check_schedule,
+    check_times,
+    positive_scalar,
+)
+from .._descent import diverged_per_start, gradient_descent, run_saves
+from .._flow import check_solver, raise_failures
 from .._objective import Objective, as_objective, vmap_n
-from .._trajectory import Trajectory
+from .._trajectory import Trajectory, trajectory_bytes
 
 
 def _noise_like(key, tree):
@@ -46,22 +56,27 @@ def _sgld_gradients(objective: Objective, params, samples, key, batch_size):
     return vmap_n(single, objective.batch_ndim)(params, keys)
 
 
-@eqx.filter_jit
-def _gld_chunk(objective, state, lr, beta, key, samples, *, n_saves, save_every, batch_size):
-    def step(carry, _):
-        params, k = carry
-        kg, kn = jax.random.split(jax.random.fold_in(key, k))
-        if samples is None:
-            grads = objective.gradients(params)
-        else:
-            grads = _sgld_gradients(objective, params, samples, kg, batch_size)
-        noise = _noise_like(kn, params)
-        params = jax.tree.map(
-            lambda p, g, xi: p - lr * g + jnp.sqrt(2 * lr / beta) * xi, params, grads, noise
-        )
-        return (params, k + 1), None
+class _Langevin(eqx.Module):
+    """One GLD (or SGLD) step of a batch of chains, for `run_saves`."""
 
-    return scan_with_saves(step, state, n_saves=n_saves, save_every=save_every)
+    objective: Objective
+    lr: jax.Array
+    beta: jax.Array
+    key: jax.Array
+    samples: object
+    batch_size: int | None = eqx.field(static=True)
+
+    def step(self, carry):
+        params, k = carry
+        kg, kn = jax.random.split(jax.random.fold_in(self.key, k))
+        if self.samples is None:
+            grads = self.objective.gradients(params)
+        else:
+            grads = _sgld_gradients(self.objective, params, self.samples, kg, self.batch_size)
+        noise = _noise_like(kn, params)
+        scale = jnp.sqrt(2 * self.lr / self.beta)
+        params = jax.tree.map(lambda p, g, xi: p - self.lr * g + scale * xi, params, grads, noise)
+        return params, k + 1
 
 
 def langevin_descent(
@@ -116,32 +131,35 @@ def langevin_descent(
     else:  # validate against the loss on all samples, which has the one-argument signature
         full = Objective(lambda p: objective.loss_fn(p, samples), batch_ndim=objective.batch_ndim)
         params0 = full.check_params(fn, params0)
-    check_positive(fn, "lr", lr)
-    check_positive(fn, "beta", beta)
+    dtype = jax.tree.leaves(params0)[0].dtype
+    lr = positive_scalar(fn, "lr", lr, dtype)
+    beta = positive_scalar(fn, "beta", beta, dtype)
+    check_key(fn, "key", key)
     check_schedule(fn, steps, save_every)
     if (samples is None) != (batch_size is None):
         raise ValueError(f"{fn}(..., samples=..., batch_size=...) go together (SGLD).")
     if samples is not None:
         n = jax.tree.leaves(samples)[0].shape[0]
-        if not isinstance(batch_size, int | np.integer) or not 1 <= batch_size <= n:
-            raise ValueError(f"{fn}(..., batch_size={batch_size!r}) must be an int in [1, {n}].")
-    dtype = jax.tree.leaves(params0)[0].dtype
-    state = (params0, jnp.asarray(0))
+        batch_size = check_int(fn, "batch_size", batch_size, minimum=1, maximum=n)
     n_saves = steps // save_every
-    _, saved = _gld_chunk(
-        objective,
-        state,
-        jnp.asarray(lr, dtype),
-        jnp.asarray(beta, dtype),
-        key,
-        samples,
-        n_saves=n_saves,
-        save_every=save_every,
-        batch_size=batch_size,
+    check_memory(
+        fn,
+        trajectory_bytes(n_saves + 1, params0),
+        f"the trajectory ({n_saves + 1} saves)",
+        "raise save_every",
     )
-    params, diverged = _assemble(params0, [saved], objective.batch_ndim)
+    stepper = _Langevin(objective, lr, beta, key, samples, batch_size)
+    _, params = run_saves(
+        stepper,
+        (params0, jnp.zeros((), jnp.int32)),
+        jnp.asarray(0),
+        n_saves=n_saves,
+        length=n_saves + 1,
+        save_every=save_every,
+    )
+    diverged = diverged_per_start(params, objective.batch_ndim)
     ts = jnp.arange(n_saves + 1, dtype=dtype) * save_every
-    return Trajectory(ts=ts, weights=params, stats={"diverged": diverged})
+    return Trajectory(ts=ts, weights=params, stats={"diverged": diverged}, unit="steps", lr=lr)
 
 
 @eqx.filter_jit
@@ -154,9 +172,9 @@ def _sde_solve(objective, y0, unravel, ts, beta, key, dt, solver, max_steps):
 
     # Constant steps visit each interval once, so independent increments drawn on demand
     # are exact (and far cheaper than a VirtualBrownianTree for many chains).
-    brownian = diffrax.UnsafeBrownianPath(shape=y0.shape, key=key)
+    brownian = diffrax.UnsafeBrownianPath(shape=jax.ShapeDtypeStruct(y0.shape, y0.dtype), key=key)
     terms = diffrax.MultiTerm(diffrax.ODETerm(drift), diffrax.ControlTerm(diffusion, brownian))
-    return diffrax.diffeqsolve(
+    sol = diffrax.diffeqsolve(
         terms,
         solver,
         t0=jnp.zeros((), y0.dtype),
@@ -166,11 +184,22 @@ def _sde_solve(objective, y0, unravel, ts, beta, key, dt, solver, max_steps):
         saveat=diffrax.SaveAt(ts=ts),
         max_steps=max_steps,
         adjoint=diffrax.ForwardMode(),
+        throw=False,
     )
+    return jax.vmap(unravel)(sol.ys), sol.result, sol.stats["num_steps"]
 
 
 def langevin_flow(
-    objective, params0, ts, *, beta, key, dt, solver=None, max_steps: int = 1_000_000
+    objective,
+    params0,
+    ts,
+    *,
+    beta,
+    key,
+    dt,
+    solver=None,
+    max_steps: int = 1_000_000,
+    throw: bool = True,
 ) -> Trajectory:
     r"""The Langevin SDE $d\theta = -\nabla L(\theta)\,dt + \sqrt{2/\beta}\,dB_t$ with diffrax.
 
@@ -181,11 +210,13 @@ def langevin_flow(
 
     **Arguments:** `objective` (a `linflow.Objective` or callable), `params0` with the
     objective's batch axes, `ts` increasing save times $\ge 0$ (the start is $t = 0$),
-    `beta` $\beta > 0$, `key`, `dt` > 0, `solver`, `max_steps`.
+    `beta` $\beta > 0$, `key`, `dt` > 0, `solver`, `max_steps`, `throw` (raise if the solver
+    fails or a chain becomes inf or NaN; otherwise see `stats`).
 
-    **Returns:** a `Trajectory` of the parameters at `ts`.
+    **Returns:** a `Trajectory` of the parameters at `ts` (`unit = "time"`); `stats` holds
+    `result`, `num_steps` and `diverged` (per chain, shape `batch`).
 
-    **Raises:** `ValueError` for bad arguments.
+    **Raises:** `ValueError` for bad arguments; `RuntimeError` as `gradient_flow` when `throw`.
 
     **Example:**
 
@@ -198,13 +229,26 @@ def langevin_flow(
     objective = as_objective(fn, objective)
     params0 = objective.check_params(fn, params0)
     y0, unravel = ravel_pytree(params0)
-    ts = check_times(fn, ts).astype(y0.dtype)
-    check_positive(fn, "beta", beta)
-    check_positive(fn, "dt", dt)
-    solver = diffrax.Euler() if solver is None else solver
-    beta = jnp.asarray(beta, y0.dtype)
-    sol = _sde_solve(objective, y0, unravel, ts, beta, key, float(dt), solver, int(max_steps))
-    return Trajectory(ts=ts, weights=jax.vmap(unravel)(sol.ys))
+    ts = check_times(fn, ts, y0.dtype)
+    beta = positive_scalar(fn, "beta", beta, y0.dtype)
+    dt = positive_scalar(fn, "dt", dt, y0.dtype)
+    check_key(fn, "key", key)
+    max_steps = check_int(fn, "max_steps", max_steps, minimum=1)
+    solver, _ = check_solver(
+        fn, solver or diffrax.Euler(), diffrax.ConstantStepSize(), dt, dt.dtype
+    )
+    params, result, num_steps = _sde_solve(
+        objective, y0, unravel, ts, beta, key, dt, solver, max_steps
+    )
+    diverged = diverged_per_start(params, objective.batch_ndim)
+    if throw:
+        params = raise_failures(fn, params, result, num_steps, diverged, dt)
+    return Trajectory(
+        ts=ts,
+        weights=params,
+        stats={"result": result, "num_steps": num_steps, "diverged": diverged},
+        unit="time",
+    )
 
 
 def two_phase(
@@ -219,12 +263,13 @@ def two_phase(
     key,
     save_every: int = 1,
 ) -> Trajectory:
-    r"""Two-phase optimisation: GLD exploration, then plain gradient descent (source 003).
+    r"""Two-phase optimisation: GLD exploration, then plain gradient descent (Akiyama & Suzuki).
 
     Phase 1 runs GLD on `explore` (e.g. the $L^2$-regularised teacher-student loss) for
     `explore_steps`; phase 2 runs noise-free gradient descent on `converge` (e.g. the
-    unregularised loss) from where phase 1 ended (Akiyama & Suzuki 2022: a global search, then
-    linear convergence to the global optimum).
+    unregularised loss) from where phase 1 ended (Akiyama & Suzuki 2023, "Excess risk of
+    two-layer ReLU neural networks in teacher-student settings and its superiority to kernel
+    methods", ICLR: a global search, then linear convergence to the global optimum).
 
     **Arguments:** the two objectives (sharing batch axes), `params0`, step counts (multiples
     of `save_every`), `lr` $\eta$, `beta` $\beta$, `key`.
@@ -249,4 +294,4 @@ def two_phase(
     second = gradient_descent(converge, start, steps=converge_steps, lr=lr, save_every=save_every)
     weights = jax.tree.map(lambda a, b: jnp.concatenate([a, b[1:]]), first.weights, second.weights)
     ts = jnp.concatenate([first.ts, first.ts[-1] + second.ts[1:]])
-    return Trajectory(ts=ts, weights=weights, stats={"switch": explore_steps})
+    return Trajectory(ts=ts, weights=weights, stats={"switch": explore_steps}, unit="steps")
