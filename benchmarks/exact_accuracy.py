@@ -93,7 +93,7 @@ def cases(quick: bool):
         ),
     ]
     if quick:
-        return out
+        return [out[0], out[2]]
     wide_up = random_task(jax.random.key(0), [2.0, 0.7], 5, 2)
     wide_down = random_task(jax.random.key(0), [2.0, 0.7], 2, 5)
     rank2 = random_task(jax.random.key(0), [2.0, 1.0], 3, 4)

@@ -1,6 +1,9 @@
 """Matrix closed forms (zero- and lambda-balanced two-layer), depth-D aligned modes, dispatch."""
 
+import importlib.util
+import json
 from functools import partial
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -457,3 +460,17 @@ def test_preconditioned_gradient_at_a_rank_deficient_product(depth, dtype):
         for j in range(1, depth + 1)
     )
     assert rel_err(got, expected) < 100 * eps(dtype)
+
+
+def test_exact_accuracy_benchmark_quick(tmp_path):
+    """Smoke test of `benchmarks/exact_accuracy.py --quick` (its own outputs, sane numbers)."""
+    path = Path(__file__).parent.parent / "benchmarks" / "exact_accuracy.py"
+    spec = importlib.util.spec_from_file_location("exact_accuracy", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rows = module.main(["--quick", "--out", str(tmp_path)])
+    assert json.loads((tmp_path / "exact_accuracy_quick.json").read_text())["cases"] == rows
+    assert (tmp_path / "exact_accuracy_quick.png").stat().st_size > 0
+    for row in rows:
+        assert row["float64"] < 1e-9 and row["float64_inf"] < 1e-12, row
+        assert row["float32"] < 1e-5 and row["float32_inf"] < 1e-5, row
