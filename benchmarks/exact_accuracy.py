@@ -202,6 +202,29 @@ def _exact(case, dtype, ts):
         return tuple(np.asarray(w, np.float64) for w in traj.weights)
 
 
+def plot(rows, path):
+    """Bars of the float32 and float64 errors of each case."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 0.4 * len(rows) + 1.8))
+    y = np.arange(len(rows))
+    floor = 1e-17  # an exact zero still gets a bar
+    ax.barh(y - 0.2, [max(r["float32"], floor) for r in rows], 0.4, label="float32 (x64 off)")
+    ax.barh(y + 0.2, [max(r["float64"], floor) for r in rows], 0.4, label="float64")
+    ax.set_yticks(y, [r["case"] for r in rows])
+    ax.set_xscale("log")
+    ax.set_xlabel("relative error (dimensionless) against gradient_flow in float64, rtol 1e-12")
+    ax.set_title("exact_flow: largest error of W, W1^T W1, WN WN^T")
+    ax.invert_yaxis()
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer cases, *_quick outputs")
@@ -240,25 +263,7 @@ def main(argv=None):
             f"| {r['case']} | {r['closed_form']} | {r['float32']:.1e} | {r['float64']:.1e} | "
             f"{r['float32_inf']:.1e} | {r['float64_inf']:.1e} |"
         )
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 0.4 * len(rows) + 1.4))
-    y = np.arange(len(rows))
-    floor = 1e-17  # an exact zero still gets a bar
-    ax.barh(y - 0.2, [max(r["float32"], floor) for r in rows], 0.4, label="float32 (x64 off)")
-    ax.barh(y + 0.2, [max(r["float64"], floor) for r in rows], 0.4, label="float64")
-    ax.set_yticks(y, [r["case"] for r in rows])
-    ax.set_xscale("log")
-    ax.set_xlabel(
-        "max relative error of W, W1^T W1, WN WN^T vs gradient_flow (float64, rtol 1e-12)"
-    )
-    ax.invert_yaxis()
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(args.out / f"exact_accuracy{suffix}.png", dpi=120)
+    plot(rows, args.out / f"exact_accuracy{suffix}.png")
     return rows
 
 
