@@ -21,6 +21,7 @@ from ._checks import (
 from ._descent import diverged_per_start
 from ._loss import layer_gradients
 from ._objective import Objective, as_objective
+from ._progress import progress_meter
 from ._task import Task
 from ._trajectory import Trajectory, trajectory_bytes
 
@@ -229,7 +230,8 @@ def gradient_flow(
     - `stepsize_controller`, `dt0`: override the controller (e.g. `diffrax.ConstantStepSize()`
       with a `dt0 > 0`).
     - `max_steps`: most solver steps allowed.
-    - `progress`: show a progress bar (diffrax's `TqdmProgressMeter`).
+    - `progress`: show a progress bar (diffrax's `TqdmProgressMeter`), or a callable
+      `progress(fraction)` called on the host as $t/t_1$ advances (every 10 solver steps).
     - `throw`: raise if the solver fails or the solution becomes inf or NaN; otherwise see
       `stats`.
 
@@ -311,7 +313,7 @@ def integrate(
             task, weights0, ts, tau, solver, stepsize_controller, dt0, max_steps, n_batch
         )
     else:
-        meter = diffrax.TqdmProgressMeter() if progress else diffrax.NoProgressMeter()
+        meter = progress_meter(progress)
         ys, result, num_steps = _solve(
             task, weights0, ts, tau, solver, stepsize_controller, dt0, max_steps, meter
         )
