@@ -38,12 +38,14 @@ def _check_w_grad(fn: str, w, grad, depth):
 def preconditioned_gradient(w: Array, grad: Array, depth: int) -> Array:
     r"""$\sum_{j=1}^{N} (WW^\top)^{(j-1)/N} G (W^\top W)^{(N-j)/N}$ (Arora et al. 2018, Thm 1).
 
-    Computed in the singular bases of $W = U S V^\top$ (full $U$, $V$): the sum is
-    $U (F \odot U^\top G V) V^\top$ with
-    $F_{ik} = \sum_j s_i^{2(j-1)/N} s_k^{2(N-j)/N}$ and $0^0 = 1$, so the powers $0$ are exact
-    identities. Singular values below $\max(m, d)\,\epsilon\, s_1$ (rounding level) count as
-    zero, so an exactly rank-deficient $W$ gets the velocity of its rank (raised to the powers
-    $2j/N$, rounding errors would add about $\epsilon^{2/N}$).
+    Computed in the singular bases of $W = U S V^\top$: with full orthogonal $U$, $V$ the sum
+    is $U (F \odot U^\top G V) V^\top$, $F_{ik} = \sum_j s_i^{2(j-1)/N} s_k^{2(N-j)/N}$ and
+    $0^0 = 1$, so the powers $0$ are exact identities. Outside the thin bases $s = 0$, where only
+    $F = s_k^{2(N-1)/N}$ survives, so the thin SVD suffices (and is differentiable):
+    $U (F \odot U^\top G V) V^\top + (I - UU^\top) G V S' V^\top + U S' U^\top G (I - VV^\top)$,
+    $S' = S^{2(N-1)/N}$. Singular values below $\max(m, d)\,\epsilon\, s_1$ (rounding level)
+    count as zero, so an exactly rank-deficient $W$ gets the velocity of its rank (raised to
+    the powers $2j/N$, rounding errors would add about $\epsilon^{2/N}$).
 
     **Arguments:** `w` the end-to-end matrix $W$ and `grad` $G = \nabla\ell(W)$, both
     `(*batch, m, d)`; `depth` $N \ge 1$.
@@ -63,21 +65,24 @@ def preconditioned_gradient(w: Array, grad: Array, depth: int) -> Array:
     if depth == 1:  # one term, (WWᵀ)^0 G (WᵀW)^0: no SVD needed
         return grad
     m, d = w.shape[-2:]
-    u, s, vt = jnp.linalg.svd(w, full_matrices=True)
+    u, s, vt = jnp.linalg.svd(w, full_matrices=False)  # thin, so that jax.grad applies
     # Singular values at rounding level are zeros of an exactly rank-deficient W: raised to the
     # powers 2j/N they would add ~eps^(2/N) to the velocity.
     rounding = max(m, d) * jnp.finfo(s.dtype).eps * s[..., :1]
     s = jnp.where(s > rounding, s, 0.0)
-    k = s.shape[-1]
-    s_left = jnp.concatenate([s, jnp.zeros((*s.shape[:-1], m - k), s.dtype)], axis=-1)
-    s_right = jnp.concatenate([s, jnp.zeros((*s.shape[:-1], d - k), s.dtype)], axis=-1)
     factor = sum(
-        (s_left ** (2 * (j - 1) / depth))[..., :, None]
-        * (s_right ** (2 * (depth - j) / depth))[..., None, :]
+        (s ** (2 * (j - 1) / depth))[..., :, None] * (s ** (2 * (depth - j) / depth))[..., None, :]
         for j in range(1, depth + 1)
     )
-    rotated = jnp.swapaxes(u, -1, -2) @ grad @ jnp.swapaxes(vt, -1, -2)
-    return u @ (factor * rotated) @ vt
+    v = jnp.swapaxes(vt, -1, -2)
+    ut_g = jnp.swapaxes(u, -1, -2) @ grad
+    rotated = ut_g @ v
+    # Beyond the thin bases (the complements of U and V, where s = 0), only the j = 1 term
+    # (rows) or the j = N term (columns) survives, with the factor s_k^(2(N-1)/N).
+    edge = s ** (2 * (depth - 1) / depth)
+    rows = ((grad @ v - u @ rotated) * edge[..., None, :]) @ vt  # (I - UU^T) G V S' V^T
+    columns = u @ (edge[..., :, None] * (ut_g - rotated @ vt))  # U S' U^T G (I - VV^T)
+    return u @ (factor * rotated) @ vt + rows + columns
 
 
 class _TaskLoss(eqx.Module):

@@ -90,7 +90,7 @@ def test_vmap_over_tasks_equals_a_loop(engine, problem):
     np.testing.assert_allclose(vmapped, looped, rtol=1e-9)
 
 
-@pytest.mark.parametrize("engine", [e for e in ENGINES if e != "end_to_end_flow"])
+@pytest.mark.parametrize("engine", ENGINES)
 def test_grad_matches_finite_differences(engine, problem):
     """d/dp of the rate, of the init scale and of sigma_yx (along one direction), in float64."""
     task, w0 = problem
