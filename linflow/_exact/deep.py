@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .base import ClosedForm, max_abs, time_axis, whitened_reason
-from .scalar import _floats, saxe_deep, shallow
+from .scalar import _floats, decays, saxe_deep, shallow
 
 _BISECTIONS = 64
 
@@ -67,7 +67,7 @@ def _deep_mode_root(t, s, u0, tau, depth: int):
     return jnp.where(growing, u, u0)
 
 
-def deep_mode(t, s, u0, tau=1.0, depth: int = 3):
+def deep_mode(t, s, u0, tau=1.0, depth: int = 3, weight_decay=0.0):
     r"""Mode strength of a balanced, aligned network of `depth` $D$ weight matrices.
 
     Solves $\tau\,\dot u = D\,u^{2 - 2/D}(s - u)$ (Saxe et al. 2014; Arora, Cohen & Hazan 2018):
@@ -80,21 +80,43 @@ def deep_mode(t, s, u0, tau=1.0, depth: int = 3):
     $[w_0, w_0 + D\,t\,s^{1 - c}/\tau]$ that the bound $dt/dw > \tau s^{c-1}/D$ guarantees.
     $u_0 = 0$ stays at 0 and $t = \infty$ gives $s$.
 
+    With weight decay $\gamma$ (the loss $L + \frac\gamma2\sum_l\|W_l\|_F^2$), a balanced
+    aligned mode with layer singular value $\sigma$ has $\tau\dot\sigma =
+    \sigma^{D-1}(s - \sigma^D) - \gamma\sigma$, so $u = \sigma^D$ obeys
+
+    $$\tau\,\dot u = D\,u^{2-2/D}(s - u) - D\gamma u.$$
+
+    $D = 1$ relaxes to $s/(1 + \gamma)$ and $D = 2$ is `saxe_deep` towards $s - \gamma$. For
+    $D \ge 3$, $u = 0$ stays stable: with $\rho = (u/s)^{1/D}$ and $g = \gamma/s^{2-2/D}$, the
+    modes with $g \ge \max_\rho \rho^{D-2}(1 - \rho^D)$, or that start below the unstable
+    fixed point $s\rho_-^D$, decay to 0, the others go to $s\rho_+^D$
+    ($\rho_- < \rho_+$ the roots of $\rho^{D-2}(1 - \rho^D) = g$). The time is exact, by
+    partial fractions of $1/(\rho^{D-1}(1 - \rho^D) - g\rho)$ over the roots of that polynomial
+    (from the eigenvalues of its companion matrix), and inverted by bisection in $\ln\rho$;
+    derivatives (`jax.grad`) are the implicit ones. Any $u_0 \ge 0$ is allowed.
+
     **Arguments:** `t` time ($\ge 0$, may be `inf`), `s` singular value ($> 0$), `u0` initial
-    mode strength ($0 \le u_0 \le s$), `tau`, `depth` $D \ge 1$ (a Python int). Arrays broadcast.
+    mode strength ($0 \le u_0 \le s$; any $u_0 \ge 0$ with decay), `tau`, `depth` $D \ge 1$
+    (a Python int), `weight_decay` $\gamma \ge 0$. Arrays broadcast.
 
-    **Returns:** $u(t)$, the broadcast shape of `t`, `s`, `u0`, `tau`.
+    **Returns:** $u(t)$, the broadcast shape of `t`, `s`, `u0`, `tau`, `weight_decay`.
 
-    **Raises:** `ValueError` for a depth below 1.
+    **Raises:** `ValueError` for a depth below 1 or a negative, NaN or non-numeric
+    `weight_decay` (an equinox runtime error when traced).
 
     **Example:**
 
     ```python
     u = linflow.deep_mode(jnp.linspace(0.0, 50.0, 101), 2.0, 1e-3, depth=4)
+    u = linflow.deep_mode(jnp.linspace(0.0, 50.0, 101), 2.0, 1e-2, depth=3, weight_decay=0.1)
     ```
     """
     if not isinstance(depth, int) or depth < 1:
         raise ValueError(f"deep_mode(..., depth={depth!r}) must be an int >= 1.")
+    if decays(weight_decay):
+        from .decay import deep_mode_decay  # decay.py builds on this module
+
+        return deep_mode_decay(t, s, u0, tau, depth, weight_decay)
     t, s, u0, tau = _floats(t, s, u0, tau)
     if depth == 1:
         return shallow(t, s, u0, tau)

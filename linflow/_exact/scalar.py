@@ -20,7 +20,13 @@ def _floats(*args):
     return [jnp.asarray(a, dtype) for a in args]
 
 
-def saxe_deep(t, s, u0, tau=1.0):
+def decays(weight_decay) -> bool:
+    """Whether `weight_decay` needs `decay.py`: anything but a plain zero (which adds no work;
+    `decay.py` validates the rest)."""
+    return not (type(weight_decay) in (int, float) and weight_decay == 0)
+
+
+def saxe_deep(t, s, u0, tau=1.0, weight_decay=0.0):
     r"""Mode strength of a balanced two-layer network (Saxe, McClelland & Ganguli 2014).
 
     The sigmoid of Saxe, McClelland & Ganguli (2014, "Exact solutions to the nonlinear dynamics
@@ -33,17 +39,32 @@ def saxe_deep(t, s, u0, tau=1.0):
     the solution of $\tau\,\dot u = 2u(s - u)$: a sigmoid from $u_0$ to $s$ whose
     half-time is $\frac{\tau}{2s}\ln\frac{s - u_0}{u_0}$.
 
+    With weight decay $\gamma$ (the loss $L + \frac\gamma2(\|W_1\|_F^2 + \|W_2\|_F^2)$),
+    $\tau\,\dot u = 2u(s - \gamma - u)$: the same sigmoid towards $s - \gamma$ (with $s$
+    replaced by $s - \gamma$ throughout), and a decay to 0 when $s \le \gamma$, e.g.
+    $u = u_0/(1 + 2u_0 t/\tau)$ at $s = \gamma$ (Krogh & Hertz 1992, "A simple weight decay
+    can improve generalization"; the balanced mode as in Saxe et al. 2014).
+
     **Arguments:** `t` time, `s` singular value of $\Sigma_{yx}$, `u0` initial mode strength
-    ($u_0 = a_0 b_0$ with $a_0 = b_0$), `tau` time constant $\tau = 1/\eta$. Arrays broadcast.
+    ($u_0 = a_0 b_0 \ge 0$ with $a_0 = b_0$), `tau` time constant $\tau = 1/\eta$,
+    `weight_decay` $\gamma \ge 0$. Arrays broadcast.
 
     **Returns:** $u(t)$, the broadcast shape of the arguments.
+
+    **Raises:** `ValueError` for a negative, NaN or non-numeric `weight_decay` (an equinox
+    runtime error when traced).
 
     **Example:**
 
     ```python
     u = linflow.saxe_deep(jnp.linspace(0, 10, 100), 3.0, 1e-3)
+    u = linflow.saxe_deep(jnp.linspace(0, 10, 100), 3.0, 1e-3, weight_decay=0.5)  # to 2.5
     ```
     """
+    if decays(weight_decay):
+        from .decay import saxe_deep_decay  # decay.py builds on this module
+
+        return saxe_deep_decay(t, s, u0, tau, weight_decay)
     t, s, u0, tau = _floats(t, s, u0, tau)
     return s * u0 / (u0 + (s - u0) * jnp.exp(-2.0 * s * t / tau))
 
@@ -138,7 +159,7 @@ def scalar_mode(t, s, a0, b0, tau=1.0):
     return (p - q) / 2, (p + q) / 2
 
 
-def time_to_learn(s, u0, tau=1.0, depth: int = 2, fraction=0.5):
+def time_to_learn(s, u0, tau=1.0, depth: int = 2, fraction=0.5, weight_decay=0.0):
     r"""Time for a balanced mode to grow from $u_0$ to `fraction` $\cdot\, s$.
 
     The mode strength of a balanced, aligned network of `depth` $D$ weight matrices obeys
@@ -152,24 +173,40 @@ def time_to_learn(s, u0, tau=1.0, depth: int = 2, fraction=0.5):
 
     A negative result means the mode had already passed $f s$ ($u_0 > f s$).
 
+    With weight decay $\gamma > 0$ ($\tau\,\dot u = D u^{2-2/D}(s - u) - D\gamma u$, see
+    `deep_mode`) it is the time to reach $f u_*$, the new stable fixed point: $D = 1$:
+    $u_* = s/(1 + \gamma)$, $t = \frac{\tau}{1 + \gamma}\ln\frac{u_* - u_0}{(1 - f)u_*}$;
+    $D = 2$: $u_* = s - \gamma$ and the formula above with $s \to s - \gamma$; $D \ge 3$:
+    $u_* = s\rho_+^D$, the larger root of $\rho^{D-2}(1 - \rho^D) = \gamma/s^{2-2/D}$, and
+    the partial-fraction primitive of `deep_mode`. The mode must learn: $u_* > 0$ and
+    $u_0$ above the unstable fixed point ($0$ for $D \le 2$).
+
     **Arguments:** `s` singular value (> 0), `u0` initial mode strength ($0 < u_0 < s$; any
     $u_0 < s$ for $D = 1$), `tau`, `depth` the number of weight matrices $D$, `fraction`
-    $f \in (0, 1)$. Arrays broadcast.
+    $f \in (0, 1)$, `weight_decay` $\gamma \ge 0$. Arrays broadcast.
 
-    **Returns:** the time, the broadcast shape of `s`, `u0`, `tau`, `fraction`.
+    **Returns:** the time, the broadcast shape of `s`, `u0`, `tau`, `fraction`,
+    `weight_decay`.
 
-    **Raises:** `ValueError` for a depth below 1; an equinox runtime error for $s \le 0$,
-    $u_0 \ge s$, $u_0 \le 0$ (depth $\ge 2$) or a fraction outside $(0, 1)$.
+    **Raises:** `ValueError` for a depth below 1 or a negative, NaN or non-numeric
+    `weight_decay`; an equinox runtime error for $s \le 0$, $u_0 \ge s$ (with decay
+    $u_0 \ge u_*$, or a mode that does not learn), $u_0 \le 0$ (depth $\ge 2$) or a
+    fraction outside $(0, 1)$.
 
     **Example:**
 
     ```python
     linflow.time_to_learn(3.0, 1e-3)                 # (1/6) ln(2999)
     linflow.time_to_learn(3.0, 1e-3, depth=4, fraction=0.9)
+    linflow.time_to_learn(3.0, 1e-3, weight_decay=0.5)  # (1/5) ln(2499)
     ```
     """
     if not isinstance(depth, int) or depth < 1:
         raise ValueError(f"time_to_learn(..., depth={depth!r}) must be an int >= 1.")
+    if decays(weight_decay):
+        from .decay import time_to_learn_decay  # decay.py builds on this module
+
+        return time_to_learn_decay(s, u0, tau, depth, fraction, weight_decay)
     s, u0, tau, f = _floats(s, u0, tau, fraction)
     bad = (s <= 0) | (u0 >= s) | (f <= 0) | (f >= 1)
     if depth >= 2:
