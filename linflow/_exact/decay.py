@@ -83,9 +83,9 @@ def saxe_deep_decay(t, s, u0, tau, weight_decay):
     t, s, u0, tau, gamma = _floats(t, s, u0, tau, check_weight_decay("saxe_deep", weight_decay))
     r = s - gamma
     kappa = jnp.abs(r)
-    x = 2 * kappa * t / tau
-    e = jnp.exp(-x)
     positive = kappa > 0
+    x = 2 * kappa * jnp.where(positive, t, 0.0) / tau  # no 0 * inf
+    e = jnp.exp(-x)
     psi = jnp.where(positive, -jnp.expm1(-x) / jnp.where(positive, kappa, 1.0), 2 * t / tau)
     numerator, denominator = jnp.where(r >= 0, u0, u0 * e), jnp.where(r >= 0, e, 1.0) + u0 * psi
     # u0 = 0 is a fixed point (also where e = 0 would give 0/0).
@@ -140,6 +140,11 @@ def _positive_roots(g, depth: int):
     return bisect(zeros, rho_m * ones, True), bisect(rho_m * ones, ones, False)
 
 
+def _orders(n: int, ndim: int):
+    r"""$1, \dots, n$ on the last of `ndim` axes (explicit broadcasting)."""
+    return np.arange(1, n + 1).reshape((1,) * (ndim - 1) + (n,))
+
+
 class _Primitive(eqx.Module):
     r"""$F(\rho) = \sum_k \mathrm{Re}[A_k\ln(1 - r_k/\rho)]$, a primitive of $1/(\rho P(\rho))$,
     called with $z = \ln\rho$.
@@ -179,14 +184,15 @@ class _Primitive(eqx.Module):
         radius = jnp.max(jnp.where(self.cluster, jnp.abs(r), 0.0), axis=-1)
         self.radius = jnp.where(radius > 0, radius, 1.0)
         n_terms = int(np.ceil(-np.log2(np.finfo(g.dtype).eps) / 2)) + 1  # 4^-N < eps
-        j = np.arange(1, n_terms + 1)
-        powers = self.residues[..., None, :] * (
-            r[..., None, :] / self.radius[..., None, None].astype(r.dtype)
-        ) ** j[:, None]  # (..., N, 2D - 2)
+        j = _orders(n_terms, g.ndim + 1)[..., None]  # (1, ..., N, 1)
+        powers = (
+            self.residues[..., None, :]
+            * (r[..., None, :] / self.radius[..., None, None].astype(r.dtype)) ** j
+        )  # (..., N, 2D - 2)
         cluster = self.cluster[..., None, :]
         own = jnp.sum(jnp.where(cluster, powers, 0), axis=-1)
         others = -jnp.sum(jnp.where(cluster, 0, powers), axis=-1)
-        self.moments = jnp.where(j <= depth - 3, others, own)
+        self.moments = jnp.where(j[..., 0] <= depth - 3, others, own)
 
     def __call__(self, z):
         x = -self.roots * jnp.exp(-z)[..., None].astype(self.roots.dtype)
@@ -194,7 +200,7 @@ class _Primitive(eqx.Module):
         direct = jnp.sum(jnp.where(self.cluster, terms, 0.0), axis=-1)
         q = self.radius * jnp.exp(-z)
         near = q > 0.25
-        j = np.arange(1, self.moments.shape[-1] + 1)
+        j = _orders(self.moments.shape[-1], self.moments.ndim)
         qj = jnp.where(near, 0.0, q)[..., None] ** j
         series = -jnp.sum(jnp.real(self.moments) * qj / j, axis=-1)
         far = jnp.sum(jnp.where(self.cluster, 0.0, terms), axis=-1)
