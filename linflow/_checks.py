@@ -107,8 +107,9 @@ def optional_rate(fn: str, name: str, value, dtype):
     (eagerly with a `ValueError`, under a transformation with `equinox.error_if`)."""
     x = _real_scalar(fn, name, value)
     message = f"{fn}(..., {name}=...) must be a finite scalar >= 0."
-    if is_concrete(x):
-        v = np.asarray(x)
+    # A Python or NumPy number is known even inside a trace, where `x` is a tracer.
+    if isinstance(value, int | float | np.number) or is_concrete(x):
+        v = np.asarray(value if isinstance(value, int | float | np.number) else x)
         if not np.isfinite(v) or v < 0:
             raise ValueError(f"{fn}(..., {name}={value!r}) must be a finite scalar >= 0.")
         return None if v == 0 else jnp.asarray(x, dtype)

@@ -1,5 +1,9 @@
 """Weight decay (engines and closed forms) and the modified flow of gradient descent."""
 
+import importlib.util
+import json
+from pathlib import Path
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -442,3 +446,17 @@ def test_end_to_end_flow_refuses_the_layer_regularisers(problem):
             linflow.end_to_end_flow(
                 task, linflow.product(w0), jnp.array([0.0, 1.0]), depth=2, **{option: 0.1}
             )
+
+
+def test_modified_flow_benchmark_quick(tmp_path):
+    path = Path(__file__).parent.parent / "benchmarks" / "modified_flow.py"
+    spec = importlib.util.spec_from_file_location("modified_flow", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    payload = module.main(["--quick", "--out", str(tmp_path)])
+    assert json.loads((tmp_path / "modified_flow_quick.json").read_text()) == payload
+    assert (tmp_path / "modified_flow_quick.png").stat().st_size > 0
+    assert set(payload["results"]) == {"float32, weight_decay=0.1", "float64, weight_decay=0.1"}
+    for r in payload["results"].values():
+        assert 0.8 < r["loglog_slope_flow"] < 1.2
+        assert 1.8 < r["loglog_slope_modified_flow"] < 2.2

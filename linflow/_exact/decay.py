@@ -52,25 +52,28 @@ _BISECTIONS = 64
 
 
 def check_weight_decay(fn: str, weight_decay):
-    """`weight_decay` as an array, checked real, finite and >= 0 (eagerly with a `ValueError`
-    naming `fn` and the argument; traced, with `equinox.error_if`). Arrays broadcast."""
+    """`(gamma, positive)`: `weight_decay` as an array, checked real, finite and >= 0 (with a
+    `ValueError` naming `fn` and the argument when its value is known, else with
+    `equinox.error_if`), and whether it is known to be > 0 everywhere. Arrays broadcast."""
     if isinstance(weight_decay, str | bytes | bool | np.bool_) or weight_decay is None:
         raise ValueError(
             f"{fn}(..., weight_decay={weight_decay!r}) must be a real number >= 0, got "
             f"{type(weight_decay).__name__}."
         )
-    gamma = jnp.asarray(weight_decay)
-    if gamma.dtype == jnp.bool_ or not (
-        jnp.issubdtype(gamma.dtype, jnp.floating) or jnp.issubdtype(gamma.dtype, jnp.integer)
+    # Python and NumPy values are known even inside a trace.
+    known = isinstance(weight_decay, int | float | np.number | np.ndarray)
+    gamma = np.asarray(weight_decay) if known else jnp.asarray(weight_decay)
+    if gamma.dtype == np.bool_ or not (
+        np.issubdtype(gamma.dtype, np.floating) or np.issubdtype(gamma.dtype, np.integer)
     ):
         raise ValueError(f"{fn}(..., weight_decay=...) must be real, got dtype {gamma.dtype}.")
-    bad = ~jnp.all(jnp.isfinite(gamma) & (gamma >= 0))
     message = f"{fn}(..., weight_decay=...) must be finite and >= 0."
-    if is_concrete(bad):
-        if bad:
+    if known or is_concrete(gamma):
+        value = np.asarray(gamma)
+        if not np.all(np.isfinite(value) & (value >= 0)):
             raise ValueError(message)
-        return gamma
-    return eqx.error_if(gamma, bad, message)
+        return gamma, bool(np.all(value > 0))
+    return eqx.error_if(gamma, ~jnp.all(jnp.isfinite(gamma) & (gamma >= 0)), message), False
 
 
 def saxe_deep_decay(t, s, u0, tau, weight_decay):
@@ -80,7 +83,8 @@ def saxe_deep_decay(t, s, u0, tau, weight_decay):
     $\kappa = 0$): $u = u_0/(e + u_0\psi)$ for $r \ge 0$ (the sigmoid to $r$) and
     $u = u_0 e/(1 + u_0\psi)$ for $r < 0$ (the decay to 0). Only decaying exponentials appear.
     """
-    t, s, u0, tau, gamma = _floats(t, s, u0, tau, check_weight_decay("saxe_deep", weight_decay))
+    gamma, _ = check_weight_decay("saxe_deep", weight_decay)
+    t, s, u0, tau, gamma = _floats(t, s, u0, tau, gamma)
     r = s - gamma
     kappa = jnp.abs(r)
     positive = kappa > 0
@@ -255,7 +259,7 @@ def _deep_mode_decay(t, s, u0, tau, gamma, depth: int):
 
 def deep_mode_decay(t, s, u0, tau, depth: int, weight_decay):
     r"""$u(t)$ of $\tau\dot u = D u^{2 - 2/D}(s - u) - D\gamma u$ (see the module's docstring)."""
-    gamma = check_weight_decay("deep_mode", weight_decay)
+    gamma, positive = check_weight_decay("deep_mode", weight_decay)
     if depth == 2:
         return saxe_deep_decay(t, s, u0, tau, gamma)
     t, s, u0, tau, gamma = _floats(t, s, u0, tau, gamma)
@@ -265,7 +269,7 @@ def deep_mode_decay(t, s, u0, tau, depth: int, weight_decay):
     t, s, u0, tau, gamma = (jnp.broadcast_to(x, shape) for x in (t, s, u0, tau, gamma))
     decays = gamma > 0
     u = _deep_mode_decay(t, s, u0, tau, jnp.where(decays, gamma, 1.0), depth)
-    if is_concrete(decays) and bool(jnp.all(decays)):
+    if positive:
         return u
     return jnp.where(decays, u, deep_mode(t, s, u0, tau, depth=depth))
 
@@ -277,7 +281,8 @@ def fixed_point(s, depth: int, weight_decay):
     $\rho_+$ the larger root of $\rho^{D-2}(1 - \rho^D) = \gamma/s^{2 - 2/D}$ (0 past
     $g_{\max}$). Arrays broadcast.
     """
-    s, gamma = _floats(s, check_weight_decay("fixed_point", weight_decay))
+    gamma, _ = check_weight_decay("fixed_point", weight_decay)
+    s, gamma = _floats(s, gamma)
     if depth == 1:
         return s / (1 + gamma)
     if depth == 2:
@@ -298,7 +303,7 @@ def time_to_learn_decay(s, u0, tau, depth: int, fraction, weight_decay):
     $t = \frac{\tau}{s^{2 - 2/D}}[F(f^{1/D}\rho_+) - F(\rho_0)]$. Raises (equinox) unless
     the mode learns: $u_* > 0$ and $u_- < u_0 < u_*$ ($u_- = 0$ for $D \le 2$).
     """
-    gamma = check_weight_decay("time_to_learn", weight_decay)
+    gamma, positive = check_weight_decay("time_to_learn", weight_decay)
     s, u0, tau, f, gamma = _floats(s, u0, tau, fraction, gamma)
     s_fixed = fixed_point(s, depth, gamma)
     bad = (s <= 0) | (s_fixed <= 0) | (u0 >= s_fixed) | (f <= 0) | (f >= 1)
@@ -327,7 +332,7 @@ def time_to_learn_decay(s, u0, tau, depth: int, fraction, weight_decay):
     z_target = jnp.log(f * s_fixed / s) / depth
     z0 = jnp.log(u0 / s) / depth
     t = tau / scale * (primitive(z_target) - primitive(z0))
-    if is_concrete(decays) and bool(jnp.all(decays)):
+    if positive:
         return t
     return jnp.where(decays, t, time_to_learn(s, u0, tau, depth, f))
 
