@@ -18,6 +18,10 @@ from ._diagnostics import mode_alignment as mode_alignment
 from ._diagnostics import ntk_movement as ntk_movement
 from ._diagnostics import relative_movement as relative_movement
 from ._diagnostics import weight_movement as weight_movement
+from ._diagonal import diagonal_beta as diagonal_beta
+from ._diagonal import diagonal_limit as diagonal_limit
+from ._diagonal import diagonal_objective as diagonal_objective
+from ._diagonal import diagonal_weights as diagonal_weights
 from ._end_to_end import end_to_end_flow as end_to_end_flow
 from ._end_to_end import preconditioned_gradient as preconditioned_gradient
 from ._end_to_end import singular_value_velocity as singular_value_velocity
@@ -66,6 +70,7 @@ from ._phase import FIXED_POINT_KINDS as FIXED_POINT_KINDS
 from ._phase import FixedPoint as FixedPoint
 from ._phase import fixed_points as fixed_points
 from ._phase import scalar_pair as scalar_pair
+from ._saddle import saddle_to_saddle as saddle_to_saddle
 from ._sweep import load_config as load_config
 from ._sweep import load_sweep as load_sweep
 from ._sweep import run_sweep as run_sweep
@@ -80,6 +85,10 @@ __all__ = [
     "ClosedForm",
     "completion_objective",
     "deep_mode",
+    "diagonal_beta",
+    "diagonal_limit",
+    "diagonal_objective",
+    "diagonal_weights",
     "effective_rank",
     "end_to_end_flow",
     "energy",
@@ -126,6 +135,7 @@ __all__ = [
     "ReLUNetwork",
     "representational_similarity",
     "run_sweep",
+    "saddle_to_saddle",
     "saxe_deep",
     "scalar_mode",
     "scalar_pair",

@@ -90,24 +90,21 @@ class _Descent(eqx.Module):
         (`optax.lbfgs`, `reduce_on_plateau`); XLA drops the loss when an optimiser ignores it."""
         problem, weight_decay = self.problem, self.weight_decay
         if isinstance(problem, Objective):
-            data, n_batch = problem.data, problem.batch_ndim
-
-            def value_fn(params, data):
-                return problem._single(params, data)
+            data, n_batch, loss_of = problem.data, problem.batch_ndim, problem._single
         else:
             data, n_batch = None, weights[0].ndim - 2
 
-            def value_fn(params, data):
+            def loss_of(params, _):
                 return _loss(problem, product(params))
 
         def update(g, state, params, data):
-            def value_of(p):
+            def value_fn(p):
                 if weight_decay is None:
-                    return value_fn(p, data)
-                return value_fn(p, data) + weight_penalty(p, weight_decay)
+                    return loss_of(p, data)
+                return loss_of(p, data) + weight_penalty(p, weight_decay)
 
             return self.optimizer.update(
-                g, state, params, value=value_of(params), grad=g, value_fn=value_of
+                g, state, params, value=value_fn(params), grad=g, value_fn=value_fn
             )
 
         return vmap_n(update, n_batch)(grads, opt_state, weights, data)

@@ -23,6 +23,7 @@ from jax.flatten_util import ravel_pytree
 from .._checks import (
     check_int,
     check_key,
+    check_memory,
     check_schedule,
     check_times,
     positive_scalar,
@@ -30,7 +31,7 @@ from .._checks import (
 from .._descent import diverged_per_start, gradient_descent, run_saves
 from .._flow import check_solver, raise_failures
 from .._objective import Objective, as_objective, vmap_n
-from .._trajectory import Trajectory
+from .._trajectory import Trajectory, trajectory_bytes
 
 
 def _noise_like(key, tree):
@@ -141,6 +142,12 @@ def langevin_descent(
         n = jax.tree.leaves(samples)[0].shape[0]
         batch_size = check_int(fn, "batch_size", batch_size, minimum=1, maximum=n)
     n_saves = steps // save_every
+    check_memory(
+        fn,
+        trajectory_bytes(n_saves + 1, params0),
+        f"the trajectory ({n_saves + 1} saves)",
+        "raise save_every",
+    )
     stepper = _Langevin(objective, lr, beta, key, samples, batch_size)
     _, params = run_saves(
         stepper,
