@@ -218,7 +218,7 @@ def test_deep_mode_with_decay_matches_the_integrated_mode(dtype, depth):
         np.testing.assert_allclose(u_inf, limit, rtol=10 * eps(dtype))
 
 
-def test_two_layer_decay_closed_form_edge_cases():
+def test_decay_closed_form_edge_cases():
     t = jnp.array([0.0, 1.0, 5.0, jnp.inf])
     # s = gamma: tau du/dt = -2u^2
     np.testing.assert_allclose(
@@ -230,6 +230,11 @@ def test_two_layer_decay_closed_form_edge_cases():
     np.testing.assert_allclose(
         linflow.saxe_deep(t, 3.0, 1e-3, weight_decay=0.5), linflow.saxe_deep(t, 2.5, 1e-3)
     )
+    # u0 = 0 is a fixed point, also for s = 0
+    for depth in (2, 3):
+        s = jnp.array([[0.0, 2.0]])
+        u = linflow.deep_mode(t[:, None], s, 0.0, depth=depth, weight_decay=0.1)
+        np.testing.assert_array_equal(u, 0.0)
     # an array of decays including zero: the decay-free formula there
     gammas = jnp.array([0.0, 0.5])
     np.testing.assert_allclose(

@@ -215,8 +215,9 @@ class _Primitive(eqx.Module):
 def _deep_mode_decay(t, s, u0, tau, gamma, depth: int):
     r"""$u(t)$ for $D \ge 3$ and $\gamma > 0$ (elements with $\gamma = 0$: garbage, masked by
     the caller): bisection on $z = \ln\rho$ between $z_0$ and the limit, then the implicit
-    derivative of $F(z) - F(z_0) = T$ is attached."""
+    derivative of $F(z) - F(z_0) = T$ is attached. $u_0 = 0$ stays 0 (also for $s = 0$)."""
     dtype = u0.dtype
+    s = jnp.where(u0 == 0, 1.0, s)  # any s > 0 keeps the fixed point and avoids 0/0
     scale = s ** (2.0 - 2.0 / depth)
     g = gamma / scale
     T = t * scale / tau
