@@ -101,6 +101,22 @@ def positive_scalar(fn: str, name: str, value, dtype):
     )
 
 
+def optional_rate(fn: str, name: str, value, dtype):
+    """A non-negative coefficient such as `weight_decay`: `None` when it is a concrete zero (so
+    that the engines do no extra work), else a scalar of `dtype`, checked finite and >= 0
+    (eagerly with a `ValueError`, under a transformation with `equinox.error_if`)."""
+    x = _real_scalar(fn, name, value)
+    message = f"{fn}(..., {name}=...) must be a finite scalar >= 0."
+    # A Python or NumPy number is known even inside a trace, where `x` is a tracer.
+    if isinstance(value, int | float | np.number) or is_concrete(x):
+        v = np.asarray(value if isinstance(value, int | float | np.number) else x)
+        if not np.isfinite(v) or v < 0:
+            raise ValueError(f"{fn}(..., {name}={value!r}) must be a finite scalar >= 0.")
+        return None if v == 0 else jnp.asarray(x, dtype)
+    x = jnp.asarray(x, dtype)
+    return eqx.error_if(x, ~(jnp.isfinite(x) & (x >= 0)), message)
+
+
 def check_schedule(fn: str, steps, save_every) -> None:
     """Raise unless `steps` is an int >= 0 and `save_every` a positive int dividing it."""
     steps = check_int(fn, "steps", steps)

@@ -18,6 +18,7 @@ from ._checks import (
     check_task_weights,
     is_concrete,
     known,
+    optional_rate,
     positive_scalar,
 )
 from ._loss import _loss, layer_gradients, product
@@ -40,22 +41,38 @@ def _minibatch_statistics(task: Task, key, step, batch_size: int):
     return c * y.T @ x, c * x.T @ x
 
 
+def decayed(grads, params, weight_decay):
+    r"""$\nabla L + \gamma\theta$, the gradient of $L + \frac\gamma2\|\theta\|^2$ (`None`: none)."""
+    if weight_decay is None:
+        return grads
+    return jax.tree.map(lambda g, w: g + weight_decay * w, grads, params)
+
+
+def weight_penalty(params, weight_decay):
+    r"""$\frac\gamma2\|\theta\|^2$ of one initialisation (summed over all leaves)."""
+    return 0.5 * weight_decay * sum(jnp.sum(w**2) for w in jax.tree.leaves(params))
+
+
 class _Descent(eqx.Module):
-    """What one step needs: the problem, the learning rate or optimiser, the minibatching."""
+    """What one step needs: the problem, the learning rate or optimiser, the minibatching,
+    the weight decay (`None`: none)."""
 
     problem: Task | Objective
     lr: jax.Array | Callable | None
     optimizer: optax.GradientTransformationExtraArgs | None
     key: jax.Array
+    weight_decay: jax.Array | None
     batch_size: int | None = eqx.field(static=True)
 
     def gradients(self, weights, k):
         if isinstance(self.problem, Objective):
-            return self.problem.gradients(weights)
-        if self.batch_size is None:
-            return layer_gradients(weights, self.problem.sigma_yx, self.problem._sigma_xx)
-        stats = _minibatch_statistics(self.problem, self.key, k, self.batch_size)
-        return layer_gradients(weights, *stats)
+            grads = self.problem.gradients(weights)
+        elif self.batch_size is None:
+            grads = layer_gradients(weights, self.problem.sigma_yx, self.problem._sigma_xx)
+        else:
+            stats = _minibatch_statistics(self.problem, self.key, k, self.batch_size)
+            grads = layer_gradients(weights, *stats)
+        return decayed(grads, weights, self.weight_decay)
 
     def step(self, carry):
         weights, opt_state, k = carry
@@ -71,7 +88,7 @@ class _Descent(eqx.Module):
     def _updates(self, grads, opt_state, weights):
         """The optimiser's update, per initialisation, with the loss for those that need it
         (`optax.lbfgs`, `reduce_on_plateau`); XLA drops the loss when an optimiser ignores it."""
-        problem = self.problem
+        problem, weight_decay = self.problem, self.weight_decay
         if isinstance(problem, Objective):
             data, n_batch, loss_of = problem.data, problem.batch_ndim, problem._single
         else:
@@ -82,7 +99,9 @@ class _Descent(eqx.Module):
 
         def update(g, state, params, data):
             def value_fn(p):
-                return loss_of(p, data)
+                if weight_decay is None:
+                    return loss_of(p, data)
+                return loss_of(p, data) + weight_penalty(p, weight_decay)
 
             return self.optimizer.update(
                 g, state, params, value=value_fn(params), grad=g, value_fn=value_fn
@@ -179,6 +198,7 @@ def gradient_descent(
     steps: int,
     lr=None,
     optimizer=None,
+    weight_decay=0.0,
     save_every: int = 1,
     batch_size: int | None = None,
     key=None,
@@ -204,9 +224,20 @@ def gradient_descent(
     of the task, the same loop trains any pytree of parameters on $\ell(\theta)$, with
     $\nabla\ell$ from `jax.grad` vmapped over the objective's batch axes.
 
-    Works eagerly and inside `jax.jit`, `jax.grad` (e.g. with respect to `lr`, the start or the
-    task) and `jax.vmap` (e.g. over `lr`). It computes in the dtype of the weights (float32 or
-    float64); the task is converted to it.
+    With `weight_decay` $= \gamma > 0$ it descends $L + \frac\gamma2\sum_l \|W_l\|_F^2$ (for
+    an objective, $\ell + \frac\gamma2\|\theta\|^2$ over all leaves): every gradient gains
+    $\gamma W_l$, so plain descent takes $W_l \leftarrow (1 - \eta\gamma) W_l - \eta\,
+    \partial L/\partial W_l$. With an `optimizer` the decay is *coupled*: the optimiser sees
+    $\partial L/\partial W_l + \gamma W_l$ (and optimisers that need the loss see the penalised
+    loss), so `optax.adam` with `weight_decay` is Adam on the $L_2$-penalised loss, whose decay
+    is rescaled by Adam's per-coordinate step. That is *not* AdamW: the decoupled decay of
+    Loshchilov & Hutter (2019, "Decoupled weight decay regularization"),
+    $W \leftarrow W - \eta(\hat m/(\sqrt{\hat v} + \epsilon) + \gamma W)$, is
+    `optimizer=optax.adamw(eta, weight_decay=gamma)` with the default `weight_decay=0` here.
+
+    Works eagerly and inside `jax.jit`, `jax.grad` (e.g. with respect to `lr`, `weight_decay`,
+    the start or the task) and `jax.vmap` (e.g. over `lr` or `weight_decay`). It computes in
+    the dtype of the weights (float32 or float64); the task is converted to it.
 
     **Arguments:**
 
@@ -220,6 +251,8 @@ def gradient_descent(
       passing `optimizer`.
     - `optimizer`: an `optax.GradientTransformation` (e.g. `optax.adam(1e-2)`) or
       `optax.MultiSteps`.
+    - `weight_decay`: $\gamma \ge 0$, the coefficient of the penalty
+      $\frac\gamma2\sum_l\|W_l\|_F^2$ (a scalar; may be traced). The default 0 adds no work.
     - `batch_size`: minibatch size for SGD, with `key` (a `jax.random` key) for the shuffling.
     - `progress`: show a progress bar (runs the scan in chunks; same result; eager calls only),
       or a callable `progress(fraction)` called with the fraction of steps done after each chunk.
@@ -229,15 +262,17 @@ def gradient_descent(
     weights (for an objective, the parameter pytree) at those steps, each leaf with a leading
     time axis; `stats["diverged"]` has shape `batch`.
 
-    **Raises:** `ValueError` for bad arguments, and (eagerly; `EquinoxRuntimeError` under
-    `jax.jit`) when the weights become inf or NaN, naming the learning rate. Before running,
-    `ValueError` if the trajectory would not fit in memory (raise `save_every`).
+    **Raises:** `ValueError` for bad arguments (e.g. a negative `weight_decay`), and (eagerly;
+    `EquinoxRuntimeError` under `jax.jit`) when the weights become inf or NaN, naming the
+    learning rate. Before running, `ValueError` if the trajectory would not fit in memory
+    (raise `save_every`).
 
     **Example:**
 
     ```python
     traj = linflow.gradient_descent(task, weights0, steps=1000, lr=0.05, save_every=10)
     traj = linflow.gradient_descent(task, weights0, steps=1000, optimizer=optax.adam(1e-2))
+    traj = linflow.gradient_descent(task, weights0, steps=1000, lr=0.05, weight_decay=1e-2)
     ```
     """
     fn = "gradient_descent"
@@ -251,6 +286,7 @@ def gradient_descent(
     dtype = jax.tree.leaves(weights0)[0].dtype
     check_schedule(fn, steps, save_every)
     lr = _learning_rate(fn, lr, optimizer, dtype)
+    weight_decay = optional_rate(fn, "weight_decay", weight_decay, dtype)
     if optimizer is not None:
         optimizer = _optimizer(fn, optimizer)
     if batch_size is not None:
@@ -275,7 +311,7 @@ def gradient_descent(
         "raise save_every",
     )
 
-    descent = _Descent(task, lr, optimizer, key, batch_size)
+    descent = _Descent(task, lr, optimizer, key, weight_decay, batch_size)
     opt_state = None if optimizer is None else vmap_n(optimizer.init, n_batch)(weights0)
     # The step count in the precision of the weights: a schedule `lr(k)` of an int32 `k`
     # computes in float32 (optax's convention), which would round a float64 learning rate.

@@ -58,7 +58,7 @@ def _event_times(bar, mode_weights0, alphas, targets, tau, t_max, rtol, atol, ma
             t1=t_max,
             dt0=None,
             y0=y0,
-            args=(bar, tau),
+            args=(bar, tau, None, None),
             saveat=diffrax.SaveAt(t1=True),
             stepsize_controller=pid_controller(rtol, atol),
             event=diffrax.Event(cond, optx.Newton(rtol=rtol, atol=root_atol), direction=True),

@@ -16,22 +16,15 @@ from ._checks import (
     check_task_weights,
     check_times,
     known,
+    optional_rate,
     positive_scalar,
 )
-from ._descent import diverged_per_start
+from ._descent import decayed, diverged_per_start
 from ._loss import layer_gradients
 from ._objective import Objective, as_objective
 from ._progress import progress_meter
 from ._task import Task
 from ._trajectory import Trajectory, trajectory_bytes
-
-
-def _vector_field(t, weights, args):
-    task, tau = args
-    if isinstance(task, Objective):
-        return jax.tree.map(lambda g: -g / tau, task.gradients(weights))
-    grads = layer_gradients(weights, task.sigma_yx, task._sigma_xx)
-    return tuple(-g / tau for g in grads)
 
 
 def batch_max_rms(tree, batch_ndim: int | None = None):
@@ -63,14 +56,19 @@ FLOW_OPTIONS = (
     "throw",
 )
 
+# Options that change the flow itself, for the engines that integrate the layers' flow.
+REGULARISERS = ("weight_decay", "modified_lr")
 
-def check_flow_options(fn: str, options: dict) -> None:
-    """Raise for a keyword that `gradient_flow` does not take (for engines passing them on)."""
-    unknown = sorted(set(options) - set(FLOW_OPTIONS))
+
+def check_flow_options(fn: str, options: dict, also: tuple[str, ...] = ()) -> None:
+    """Raise for a keyword that `gradient_flow` does not take (for engines passing them on);
+    `also` adds options of `gradient_flow` that the engine passes on too (`REGULARISERS`)."""
+    allowed = (*FLOW_OPTIONS, *also)
+    unknown = sorted(set(options) - set(allowed))
     if unknown:
         raise ValueError(
             f"{fn}(..., {unknown[0]}=...) is not an option; the options of the flow are "
-            f"{', '.join(FLOW_OPTIONS)}."
+            f"{', '.join(allowed)}."
         )
 
 
@@ -131,14 +129,32 @@ def check_solver(fn: str, solver, stepsize_controller, dt0, dtype):
 
 
 def _vector_field(t, weights, args):
-    problem, tau = args
-    if isinstance(problem, Objective):
-        return jax.tree.map(lambda g: -g / tau, problem.gradients(weights))
-    grads = layer_gradients(weights, problem.sigma_yx, problem._sigma_xx)
-    return tuple(-g / tau for g in grads)
+    r"""$-\frac1\tau(g + \frac\eta2 H_\gamma g)$, $g = \nabla L + \gamma\theta$: minus the
+    gradient of $L_\gamma + \frac\eta4\|\nabla L_\gamma\|^2$ over $\tau$, where
+    $L_\gamma = L + \frac\gamma2\|\theta\|^2$.
+
+    `args` is `(problem, tau, weight_decay, modified_lr)`; `None` for $\gamma$ or $\eta$ skips
+    its term. $H_\gamma g$ is one forward-mode derivative of the gradient along $g$
+    (`jax.linearize`): for a task, of the analytic layer gradients, about twice their cost.
+    """
+    problem, tau, weight_decay, modified_lr = args
+
+    def gradient(weights):
+        if isinstance(problem, Objective):
+            grads = problem.gradients(weights)
+        else:
+            grads = layer_gradients(weights, problem.sigma_yx, problem._sigma_xx)
+        return decayed(grads, weights, weight_decay)
+
+    if modified_lr is None:
+        grads = gradient(weights)
+    else:
+        grads, hessian_times = jax.linearize(gradient, weights)
+        grads = jax.tree.map(lambda g, hg: g + 0.5 * modified_lr * hg, grads, hessian_times(grads))
+    return jax.tree.map(lambda g: -g / tau, grads)
 
 
-def _diffeqsolve(problem, weights0, ts, tau, solver, controller, dt0, max_steps, meter):
+def _diffeqsolve(problem, weights0, ts, rates, solver, controller, dt0, max_steps, meter):
     return diffrax.diffeqsolve(
         diffrax.ODETerm(_vector_field),
         solver,
@@ -146,7 +162,7 @@ def _diffeqsolve(problem, weights0, ts, tau, solver, controller, dt0, max_steps,
         t1=ts[-1],
         dt0=dt0,
         y0=weights0,
-        args=(problem, tau),
+        args=(problem, *rates),
         saveat=diffrax.SaveAt(ts=ts),
         stepsize_controller=controller,
         max_steps=max_steps,
@@ -156,14 +172,15 @@ def _diffeqsolve(problem, weights0, ts, tau, solver, controller, dt0, max_steps,
 
 
 @eqx.filter_jit
-def _solve(problem, weights0, ts, tau, solver, controller, dt0, max_steps, meter):
-    """One solve for the whole batch; returns the saves, the result and the step count."""
-    sol = _diffeqsolve(problem, weights0, ts, tau, solver, controller, dt0, max_steps, meter)
+def _solve(problem, weights0, ts, rates, solver, controller, dt0, max_steps, meter):
+    """One solve for the whole batch; returns the saves, the result and the step count.
+    `rates` is `(tau, weight_decay, modified_lr)`."""
+    sol = _diffeqsolve(problem, weights0, ts, rates, solver, controller, dt0, max_steps, meter)
     return sol.ys, sol.result, sol.stats["num_steps"]
 
 
 @eqx.filter_jit
-def _solve_each(problem, weights0, ts, tau, solver, controller, dt0, max_steps, n_batch: int):
+def _solve_each(problem, weights0, ts, rates, solver, controller, dt0, max_steps, n_batch: int):
     """One solve per initialisation (vmapped), for implicit solvers: their root finder then
     works on one initialisation's parameters instead of the whole batch's (whose Jacobian
     would have (batch x parameters)^2 entries). Results and step counts are per initialisation."""
@@ -175,7 +192,7 @@ def _solve_each(problem, weights0, ts, tau, solver, controller, dt0, max_steps, 
     def one(y0, data):
         single = Objective(problem.loss_fn, data) if isinstance(problem, Objective) else problem
         meter = diffrax.NoProgressMeter()
-        return _solve(single, y0, ts, tau, solver, controller, dt0, max_steps, meter)
+        return _solve(single, y0, ts, rates, solver, controller, dt0, max_steps, meter)
 
     data = problem.data if isinstance(problem, Objective) else None
     ys, result, num_steps = jax.vmap(one)(flatten(weights0), flatten(data))
@@ -189,6 +206,8 @@ def gradient_flow(
     ts,
     *,
     tau=1.0,
+    weight_decay=0.0,
+    modified_lr=0.0,
     solver=None,
     rtol: float | None = None,
     atol: float | None = None,
@@ -215,8 +234,36 @@ def gradient_flow(
     of the task, it integrates $\tau\,d\theta/dt = -\nabla\ell(\theta)$ for any parameter pytree,
     with $\nabla\ell$ from `jax.grad` vmapped over the objective's batch axes.
 
-    Works eagerly and inside `jax.jit`, `jax.grad` (e.g. with respect to `tau`, the start or
-    the task) and `jax.vmap` (e.g. over `tau`). It computes in the dtype of the weights;
+    With `weight_decay` $= \gamma > 0$ it is the flow of
+    $L_\gamma = L + \frac\gamma2\sum_l\|W_l\|_F^2$ (for an objective,
+    $\ell + \frac\gamma2\|\theta\|^2$ over all leaves):
+    $\tau\,\dot W_l = -\partial L/\partial W_l - \gamma W_l$. The balances
+    $W_{l+1}^\top W_{l+1} - W_l W_l^\top$ are then no longer conserved but decay as
+    $e^{-2\gamma t/\tau}$ (any $\Sigma_{xx}$), and a balanced aligned mode of $D$ layers obeys
+    $\tau\,\dot u = D u^{2 - 2/D}(s - u) - D\gamma u$ (`linflow.deep_mode`; for $D = 2$ the
+    Saxe sigmoid towards $s - \gamma$, `linflow.saxe_deep`).
+
+    With `modified_lr` $= \eta > 0$ it integrates the *modified flow* of gradient descent
+    (backward error analysis; Barrett & Dherin 2021, "Implicit gradient regularization"),
+
+    $$\tau \frac{d\theta}{dt} = -\nabla \tilde L(\theta), \qquad
+    \tilde L = L_\gamma + \frac\eta4 \|\nabla L_\gamma\|^2, \qquad
+    \nabla\tilde L = \nabla L_\gamma + \frac\eta2 H_\gamma \nabla L_\gamma,$$
+
+    with $\theta$ all the layers, $\|\cdot\|$ the norm over all of them and $H_\gamma$ the
+    Hessian of $L_\gamma$. Gradient descent with learning rate $\eta$ (and the same $\gamma$)
+    puts step $k$ within $O(\eta^2)$ of this flow at $t = k\eta\tau$, i.e. at $t = k$ for
+    $\tau = 1/\eta$ (the time axis of `gradient_descent`), over a horizon of fixed $k\eta$;
+    the plain flow is only $O(\eta)$ close. (One step of the flow,
+    $\theta - \eta f + \frac{\eta^2}2 (\nabla f) f + O(\eta^3)$ for
+    $f = \nabla L_\gamma + \eta f_1$, equals the descent step $\theta - \eta\nabla L_\gamma$
+    to $O(\eta^3)$ exactly when $f_1 = \frac12 H_\gamma\nabla L_\gamma$.) The Hessian-vector
+    product is a forward-mode derivative of the gradient (`jax.linearize`; for a task, of the
+    analytic layer gradients): a step of the vector field costs about three gradients.
+
+    Works eagerly and inside `jax.jit`, `jax.grad` (e.g. with respect to `tau`,
+    `weight_decay`, `modified_lr`, the start or the task) and `jax.vmap` (e.g. over `tau` or
+    `weight_decay`). It computes in the dtype of the weights;
     the default tolerances depend on it (float64: `rtol=1e-6`, `atol=1e-8`; float32:
     `rtol=1e-5`, `atol=1e-7`, and `atol=1e-5` with an implicit solver, whose Newton
     iterations cannot resolve smaller corrections in float32).
@@ -228,6 +275,10 @@ def gradient_flow(
       objective, the parameter pytree with the objective's leading batch axes on every leaf.
     - `ts`: increasing times $\ge 0$ at which to save, shape `(T,)`.
     - `tau`: time constant $\tau > 0$ ($\tau = 1/\eta$ makes $t$ count gradient-descent steps).
+    - `weight_decay`: $\gamma \ge 0$, the coefficient of $\frac\gamma2\sum_l\|W_l\|_F^2$ (a
+      scalar; may be traced). The default 0 adds no work.
+    - `modified_lr`: $\eta \ge 0$, the learning rate of the gradient descent whose modified
+      flow to integrate (a scalar; may be traced). The default 0 is the plain flow.
     - `solver`: any diffrax solver (default `diffrax.Tsit5()`); one without an error estimate
       (e.g. `diffrax.Euler()`) needs `stepsize_controller=diffrax.ConstantStepSize()`.
     - `rtol`, `atol`: tolerances of the default PID controller (defaults per dtype, above).
@@ -243,15 +294,18 @@ def gradient_flow(
     `diffrax.RESULTS` item; per initialisation for implicit solvers), `num_steps` and
     `diverged` (shape `batch`: the solution of that initialisation holds inf or NaN).
 
-    **Raises:** `ValueError` for bad arguments (also before running if the trajectory would
-    not fit in memory); `RuntimeError` if the solver fails or the solution diverges and
-    `throw` (an `EquinoxRuntimeError`, also a `RuntimeError`, with the same message under
-    `jax.jit`).
+    **Raises:** `ValueError` for bad arguments (e.g. a negative `weight_decay` or
+    `modified_lr`; also before running if the trajectory would not fit in memory);
+    `RuntimeError` if the solver fails or the solution diverges and `throw` (an
+    `EquinoxRuntimeError`, also a `RuntimeError`, with the same message under `jax.jit`).
 
     **Example:**
 
     ```python
     traj = linflow.gradient_flow(task, weights0, jnp.linspace(0.0, 20.0, 201), rtol=1e-8)
+    # the flow that gradient descent with lr = 0.1 follows to O(lr^2), t counting steps
+    traj = linflow.gradient_flow(task, weights0, jnp.arange(0.0, 101.0), tau=10.0,
+                                 modified_lr=0.1)
     ```
     """
     return integrate(
@@ -260,6 +314,8 @@ def gradient_flow(
         weights0,
         ts,
         tau=tau,
+        weight_decay=weight_decay,
+        modified_lr=modified_lr,
         solver=solver,
         rtol=rtol,
         atol=atol,
@@ -278,6 +334,8 @@ def integrate(
     ts,
     *,
     tau=1.0,
+    weight_decay=0.0,
+    modified_lr=0.0,
     solver=None,
     rtol=None,
     atol=None,
@@ -300,6 +358,11 @@ def integrate(
     dtype = jax.tree.leaves(weights0)[0].dtype
     ts = check_times(fn, ts, dtype)
     tau = positive_scalar(fn, "tau", tau, dtype)
+    rates = (
+        tau,
+        optional_rate(fn, "weight_decay", weight_decay, dtype),
+        optional_rate(fn, "modified_lr", modified_lr, dtype),
+    )
     max_steps = check_int(fn, "max_steps", max_steps, minimum=1)
     solver, dt0 = check_solver(fn, solver, stepsize_controller, dt0, dtype)
     implicit = isinstance(solver, diffrax.AbstractImplicitSolver)
@@ -314,12 +377,12 @@ def integrate(
         stepsize_controller = pid_controller(rtol, atol, optx.rms_norm if implicit else norm)
     if implicit:
         ys, result, num_steps = _solve_each(
-            task, weights0, ts, tau, solver, stepsize_controller, dt0, max_steps, n_batch
+            task, weights0, ts, rates, solver, stepsize_controller, dt0, max_steps, n_batch
         )
     else:
         meter = progress_meter(progress)
         ys, result, num_steps = _solve(
-            task, weights0, ts, tau, solver, stepsize_controller, dt0, max_steps, meter
+            task, weights0, ts, rates, solver, stepsize_controller, dt0, max_steps, meter
         )
     diverged = diverged_per_start(ys, n_batch)
     if throw:

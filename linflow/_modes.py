@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from jaxtyping import Array
 
 from ._checks import check_positive, check_task_weights, check_weights
-from ._flow import check_flow_options, integrate
+from ._flow import REGULARISERS, check_flow_options, integrate
 from ._loss import layer_gradients, lift, product
 from ._task import Task
 from ._trajectory import Trajectory
@@ -263,9 +263,14 @@ def mode_flow(task: Task, weights0, ts, **kwargs) -> Trajectory:
     equations and agree to the solver's tolerance (their step sizes differ slightly, as the
     error control weighs each entry by its own magnitude).
 
+    With `weight_decay` or `modified_lr`, the flow of the same regularised loss as
+    `gradient_flow`: the change of basis is orthogonal, so $\|\bar W_l\|_F = \|W_l\|_F$ and
+    $\|\nabla L\|$ are the same in both bases.
+
     **Arguments:** `task`, `weights0` (tuple, each `(*batch, h_l, h_{l-1})`), `ts` (increasing
-    times $\ge 0$, shape `(T,)`) and every keyword of `gradient_flow` (`tau`, `solver`, `rtol`,
-    `atol`, `stepsize_controller`, `dt0`, `max_steps`, `progress`, `throw`).
+    times $\ge 0$, shape `(T,)`) and every keyword of `gradient_flow` (`tau`, `weight_decay`,
+    `modified_lr`, `solver`, `rtol`, `atol`, `stepsize_controller`, `dt0`, `max_steps`,
+    `progress`, `throw`).
 
     **Returns:** a `Trajectory` in weight space; `stats` as for `gradient_flow`.
 
@@ -278,7 +283,7 @@ def mode_flow(task: Task, weights0, ts, **kwargs) -> Trajectory:
     ```
     """
     fn = "mode_flow"
-    check_flow_options(fn, kwargs)
+    check_flow_options(fn, kwargs, also=REGULARISERS)
     task, weights0 = check_task_weights(fn, task, weights0)
     U, _, V = mode_bases(task)
     traj = integrate(fn, mode_task(task), _rotate(weights0, U.T, V), ts, **kwargs)

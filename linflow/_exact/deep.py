@@ -20,7 +20,7 @@ from .base import (
     time_axis,
     whitened_condition,
 )
-from .scalar import _floats, _saxe_deep, shallow
+from .scalar import _floats, _saxe_deep, decays, shallow
 
 _BISECTIONS = 64
 
@@ -140,7 +140,7 @@ def _deep_root_jvp(depth, primals, tangents):
     return u, jnp.where(regular, general, jnp.where(finite & (u0 == s), linear, ds))
 
 
-def deep_mode(t, s, u0, tau=1.0, depth: int = 3):
+def deep_mode(t, s, u0, tau=1.0, depth: int = 3, weight_decay=0.0):
     r"""Mode strength of a balanced, aligned network of `depth` $D$ weight matrices.
 
     Solves $\tau\,\dot u = D\,u^{2 - 2/D}(s - u)$ (Saxe, McClelland & Ganguli 2014; Arora, Cohen
@@ -155,19 +155,37 @@ def deep_mode(t, s, u0, tau=1.0, depth: int = 3):
     $u = u_0\,(1 + a D u_0^a t/\tau)^{-1/a}$, $a = 2 - 2/D$; $u_0 = 0$ stays at 0 and
     $t = \infty$ gives $s$. Derivatives (`jax.grad`) follow from the implicit function theorem.
 
-    **Arguments:** `t` time ($\ge 0$, may be `inf`), `s` singular value ($\ge 0$), `u0` initial
-    mode strength ($\ge 0$; any real for $D = 1$), `tau` ($> 0$), `depth` $D \ge 1$ (a Python
-    int). Arrays broadcast.
+    With weight decay $\gamma$ (the loss $L + \frac\gamma2\sum_l\|W_l\|_F^2$), a balanced
+    aligned mode with layer singular value $\sigma$ has $\tau\dot\sigma =
+    \sigma^{D-1}(s - \sigma^D) - \gamma\sigma$, so $u = \sigma^D$ obeys
 
-    **Returns:** $u(t)$, the broadcast shape of `t`, `s`, `u0`, `tau`.
+    $$\tau\,\dot u = D\,u^{2-2/D}(s - u) - D\gamma u.$$
 
-    **Raises:** `ValueError` for a depth below 1, and for values outside the ranges above
-    (eagerly; under `jax.jit` an `equinox` runtime error with the same message).
+    $D = 1$ relaxes to $s/(1 + \gamma)$ and $D = 2$ is `saxe_deep` towards $s - \gamma$. For
+    $D \ge 3$, $u = 0$ stays stable: with $\rho = (u/s)^{1/D}$ and $g = \gamma/s^{2-2/D}$, the
+    modes with $g \ge \max_\rho \rho^{D-2}(1 - \rho^D)$, or that start below the unstable
+    fixed point $s\rho_-^D$, decay to 0, the others go to $s\rho_+^D$
+    ($\rho_- < \rho_+$ the roots of $\rho^{D-2}(1 - \rho^D) = g$). The time is exact, by
+    partial fractions of $1/(\rho^{D-1}(1 - \rho^D) - g\rho)$ over the roots of that polynomial
+    (from the eigenvalues of its companion matrix), and inverted by bisection in $\ln\rho$;
+    derivatives (`jax.grad`) are the implicit ones. Any $u_0 \ge 0$ is allowed.
+
+    **Arguments:** `t` time ($\ge 0$, may be `inf`), `s` singular value ($\ge 0$; $> 0$ with
+    decay and $D \ge 3$, unless $u_0 = 0$), `u0` initial mode strength ($\ge 0$; any real for
+    $D = 1$), `tau` ($> 0$), `depth` $D \ge 1$ (a Python int), `weight_decay` $\gamma \ge 0$.
+    Arrays broadcast.
+
+    **Returns:** $u(t)$, the broadcast shape of `t`, `s`, `u0`, `tau`, `weight_decay`.
+
+    **Raises:** `ValueError` for a depth below 1, a negative, NaN or non-numeric `weight_decay`,
+    and values outside the ranges above (eagerly; under `jax.jit` an `equinox` runtime error
+    with the same message).
 
     **Example:**
 
     ```python
     u = linflow.deep_mode(jnp.linspace(0.0, 50.0, 101), 2.0, 1e-3, depth=4)
+    u = linflow.deep_mode(jnp.linspace(0.0, 50.0, 101), 2.0, 1e-2, depth=3, weight_decay=0.1)
     ```
     """
     fn = "deep_mode"
@@ -185,6 +203,16 @@ def deep_mode(t, s, u0, tau=1.0, depth: int = 3):
     tau = check_values(
         tau, ~(jnp.isfinite(tau) & (tau > 0)), f"{fn}(..., tau=...) must be finite and > 0."
     )
+    if decays(weight_decay):
+        from .decay import deep_mode_decay  # decay.py builds on this module
+
+        if depth >= 3:
+            s = check_values(
+                s,
+                ~((s > 0) | (u0 == 0)),
+                f"{fn}(..., s=...) must be > 0 with weight_decay and depth >= 3 (unless u0 = 0).",
+            )
+        return deep_mode_decay(t, s, u0, tau, depth, weight_decay)
     return mode_strength(t, s, u0, tau, depth)
 
 

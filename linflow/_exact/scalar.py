@@ -21,7 +21,13 @@ def _floats(*args):
     return [jnp.asarray(a, dtype) for a in args]
 
 
-def saxe_deep(t, s, u0, tau=1.0):
+def decays(weight_decay) -> bool:
+    """Whether `weight_decay` needs `decay.py`: anything but a plain zero (which adds no work;
+    `decay.py` validates the rest)."""
+    return not (type(weight_decay) in (int, float) and weight_decay == 0)
+
+
+def saxe_deep(t, s, u0, tau=1.0, weight_decay=0.0):
     r"""Mode strength of a balanced two-layer network (Saxe, McClelland & Ganguli 2014).
 
     The sigmoid of Saxe, McClelland & Ganguli (2014, "Exact solutions to the nonlinear dynamics
@@ -36,18 +42,32 @@ def saxe_deep(t, s, u0, tau=1.0):
     from $u_0 < s$ up to $s$ whose half-time is $\frac{\tau}{2s}\ln\frac{s - u_0}{u_0}$, a decay
     from $u_0 > s$ down to $s$, and $u_0/(1 + 2u_0 t/\tau)$ for $s = 0$.
 
+    With weight decay $\gamma$ (the loss $L + \frac\gamma2(\|W_1\|_F^2 + \|W_2\|_F^2)$),
+    $\tau\,\dot u = 2u(s - \gamma - u)$: the same sigmoid towards $s - \gamma$ (with $s$
+    replaced by $s - \gamma$ throughout), and a decay to 0 when $s \le \gamma$, e.g.
+    $u = u_0/(1 + 2u_0 t/\tau)$ at $s = \gamma$ (Krogh & Hertz 1992, "A simple weight decay
+    can improve generalization"; the balanced mode as in Saxe et al. 2014).
+
     **Arguments:** `t` time ($\ge 0$, may be `inf`), `s` singular value of $\Sigma_{yx}$
     ($\ge 0$), `u0` initial mode strength ($u_0 = a_0 b_0 \ge 0$ with $a_0 = b_0$), `tau` time
-    constant $\tau = 1/\eta$. Arrays broadcast.
+    constant $\tau = 1/\eta$, `weight_decay` $\gamma \ge 0$. Arrays broadcast.
 
     **Returns:** $u(t)$, the broadcast shape of the arguments.
+
+    **Raises:** `ValueError` for a negative, NaN or non-numeric `weight_decay` (an equinox
+    runtime error when traced).
 
     **Example:**
 
     ```python
     u = linflow.saxe_deep(jnp.linspace(0, 10, 100), 3.0, 1e-3)
+    u = linflow.saxe_deep(jnp.linspace(0, 10, 100), 3.0, 1e-3, weight_decay=0.5)  # to 2.5
     ```
     """
+    if decays(weight_decay):
+        from .decay import saxe_deep_decay  # decay.py builds on this module
+
+        return saxe_deep_decay(t, s, u0, tau, weight_decay)
     t, s, u0, tau = _floats(t, s, u0, tau)
     return _saxe_deep(t, s, u0, tau)
 
@@ -171,7 +191,7 @@ def scalar_mode(t, s, a0, b0, tau=1.0):
     return (p - q) / 2, (p + q) / 2
 
 
-def time_to_learn(s, u0, tau=1.0, depth: int = 2, fraction=0.5):
+def time_to_learn(s, u0, tau=1.0, depth: int = 2, fraction=0.5, weight_decay=0.0):
     r"""Time for a balanced mode to grow from $u_0$ to `fraction` $\cdot\, s$.
 
     The mode strength of a balanced, aligned network of `depth` $D$ weight matrices obeys
@@ -187,25 +207,40 @@ def time_to_learn(s, u0, tau=1.0, depth: int = 2, fraction=0.5):
 
     A negative result means the mode had already passed $f s$ ($u_0 > f s$).
 
+    With weight decay $\gamma > 0$ ($\tau\,\dot u = D u^{2-2/D}(s - u) - D\gamma u$, see
+    `deep_mode`) it is the time to reach $f u_*$, the new stable fixed point: $D = 1$:
+    $u_* = s/(1 + \gamma)$, $t = \frac{\tau}{1 + \gamma}\ln\frac{u_* - u_0}{(1 - f)u_*}$;
+    $D = 2$: $u_* = s - \gamma$ and the formula above with $s \to s - \gamma$; $D \ge 3$:
+    $u_* = s\rho_+^D$, the larger root of $\rho^{D-2}(1 - \rho^D) = \gamma/s^{2-2/D}$, and
+    the partial-fraction primitive of `deep_mode`. The mode must learn: $u_* > 0$ and
+    $u_0$ above the unstable fixed point ($0$ for $D \le 2$).
+
     **Arguments:** `s` singular value (> 0), `u0` initial mode strength ($0 < u_0 < s$; any
     $u_0 < s$ for $D = 1$), `tau` ($> 0$), `depth` the number of weight matrices $D$ (a Python
-    int), `fraction` $f \in (0, 1)$. Arrays broadcast.
+    int), `fraction` $f \in (0, 1)$, `weight_decay` $\gamma \ge 0$. Arrays broadcast.
 
-    **Returns:** the time, the broadcast shape of `s`, `u0`, `tau`, `fraction`.
+    **Returns:** the time, the broadcast shape of `s`, `u0`, `tau`, `fraction`,
+    `weight_decay`.
 
-    **Raises:** `ValueError` for a depth below 1, and for values outside the ranges above
-    (eagerly; under `jax.jit` an `equinox` runtime error with the same message).
+    **Raises:** `ValueError` for a depth below 1, a negative, NaN or non-numeric `weight_decay`,
+    and values outside the ranges above (with decay: a mode that does not learn, or
+    $u_0 \ge u_*$) (eagerly; under `jax.jit` an `equinox` runtime error with the same message).
 
     **Example:**
 
     ```python
     linflow.time_to_learn(3.0, 1e-3)                 # (1/6) ln(2999)
     linflow.time_to_learn(3.0, 1e-3, depth=4, fraction=0.9)
+    linflow.time_to_learn(3.0, 1e-3, weight_decay=0.5)  # (1/5) ln(2499)
     ```
     """
     fn = "time_to_learn"
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
         raise ValueError(f"{fn}(..., depth={depth!r}) must be an int >= 1.")
+    if decays(weight_decay):
+        from .decay import time_to_learn_decay  # decay.py builds on this module
+
+        return time_to_learn_decay(s, u0, tau, depth, fraction, weight_decay)
     s, u0, tau, f = _floats(s, u0, tau, fraction)
     s = check_values(s, ~(jnp.isfinite(s) & (s > 0)), f"{fn}(s=...) must be finite and > 0.")
     low = "u0 < s" if depth == 1 else "0 < u0 < s"
