@@ -66,6 +66,7 @@ from ._phase import FIXED_POINT_KINDS as FIXED_POINT_KINDS
 from ._phase import FixedPoint as FixedPoint
 from ._phase import fixed_points as fixed_points
 from ._phase import scalar_pair as scalar_pair
+from ._sharpness import sharpness as sharpness
 from ._sweep import load_config as load_config
 from ._sweep import load_sweep as load_sweep
 from ._sweep import run_sweep as run_sweep
