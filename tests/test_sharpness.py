@@ -1,5 +1,7 @@
 """`linflow.sharpness`: the top Hessian eigenvalue against dense Hessians and closed forms."""
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,15 +11,14 @@ from helpers import data_task, eps, random_orthogonal, whitened_task
 import linflow
 
 
-def dense_sharpness(loss_fn, params, batch: int):
-    """Top eigenvalue of `jax.hessian` of `loss_fn` (one initialisation), for each of `batch`."""
-    tops = []
-    for i in range(batch):
-        single = jax.tree.map(lambda x: x[i], params)
+def dense_sharpness(loss_fn, params):
+    """Top eigenvalue of the dense `jax.hessian` of `loss_fn` (one initialisation), per start."""
+
+    def top(single):
         flat, unravel = jax.flatten_util.ravel_pytree(single)
-        hessian = jax.hessian(lambda f: loss_fn(unravel(f)))(flat)
-        tops.append(np.linalg.eigvalsh(np.asarray(hessian, np.float64))[-1])
-    return np.array(tops)
+        return jnp.linalg.eigvalsh(jax.hessian(lambda f: loss_fn(unravel(f)))(flat))[-1]
+
+    return jax.jit(jax.vmap(top))(params)
 
 
 def balanced_minimum(task, depth, hidden=5):
@@ -31,17 +32,24 @@ def balanced_minimum(task, depth, hidden=5):
     return tuple((frames[l + 1] * root[None, :]) @ frames[l].T for l in range(depth))
 
 
-@pytest.mark.parametrize("hidden", [(), (5,), (5, 3)], ids=["depth1", "depth2", "depth3"])
-def test_matches_dense_hessian(dtype, hidden):
+@pytest.fixture(scope="module")
+def nets():
+    """Two starts of depths 1-3 on a non-whitened task (m = 3 != d = 4), with the dense
+    Hessian's top eigenvalue in float64."""
     task = data_task(jax.random.key(0), n=10, d=4, m=3)
-    weights = linflow.init_weights(jax.random.key(1), task, hidden, scale=0.7, batch=(2,))
-    weights = tuple(w.astype(dtype) for w in weights)
-    top = linflow.sharpness(task, weights)
+    found = {}
+    for hidden in [(), (5,), (5, 3)]:
+        weights = linflow.init_weights(jax.random.key(1), task, hidden, scale=0.7, batch=(2,))
+        found[len(hidden) + 1] = weights, dense_sharpness(lambda w: linflow.loss(task, w), weights)
+    return task, found
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3])
+def test_matches_dense_hessian(nets, dtype, depth):
+    task, found = nets  # float64: the task is cast to the weights' dtype
+    weights, expected = found[depth]
+    top = linflow.sharpness(task, tuple(w.astype(dtype) for w in weights))
     assert top.shape == (2,) and top.dtype == dtype
-    task64 = data_task(jax.random.key(0), n=10, d=4, m=3)  # the reference in float64
-    with jax.enable_x64(True):
-        weights64 = tuple(jnp.asarray(w, jnp.float64) for w in weights)
-        expected = dense_sharpness(lambda w: linflow.loss(task64, w), weights64, 2)
     np.testing.assert_allclose(top, expected, rtol=300 * eps(dtype))
 
 
@@ -53,8 +61,10 @@ def test_balanced_minimum_closed_form(depth):
     np.testing.assert_allclose(linflow.product(weights), task.sigma_yx, atol=1e-12)
     expected = depth * 3.0 ** (2 - 2 / depth)
     np.testing.assert_allclose(linflow.sharpness(task, weights), expected, rtol=1e-12)
-    dense = dense_sharpness(lambda w: linflow.loss(task, w), tuple(w[None] for w in weights), 1)
-    np.testing.assert_allclose(dense, expected, rtol=1e-12)
+    if depth == 2:  # the derivation, checked once against the dense Hessian
+        batched = tuple(w[None] for w in weights)
+        dense = dense_sharpness(lambda w: linflow.loss(task, w), batched)
+        np.testing.assert_allclose(dense, expected, rtol=1e-12)
 
 
 def test_saddle_at_zero():
@@ -67,7 +77,7 @@ def test_saddle_at_zero():
 @pytest.fixture(scope="module")
 def two_layer():
     task = data_task(jax.random.key(4), n=10, d=4, m=3)
-    return task, linflow.init_weights(jax.random.key(5), task, 5, scale=0.6, batch=(3,))
+    return task, linflow.init_weights(jax.random.key(5), task, 5, scale=0.6, batch=(2,))
 
 
 def test_jit_vmap_grad(two_layer):
@@ -78,27 +88,23 @@ def test_jit_vmap_grad(two_layer):
     np.testing.assert_allclose(by_vmap, top, rtol=1e-10)
     # Hellmann-Feynman: d lambda_max = v^T dH v, against the gradient of the dense eigenvalue.
     grads = jax.grad(lambda w: jnp.sum(linflow.sharpness(task, w)))(weights)
-
-    def dense_top(w):
-        flat, unravel = jax.flatten_util.ravel_pytree(w)
-        return jnp.linalg.eigvalsh(jax.hessian(lambda f: linflow.loss(task, unravel(f)))(flat))[-1]
-
-    for i in range(3):
-        expected = jax.grad(dense_top)(tuple(w[i] for w in weights))
-        for g, e in zip(grads, expected):
-            np.testing.assert_allclose(g[i], e, rtol=1e-7, atol=1e-9)
+    expected = jax.grad(
+        lambda w: jnp.sum(dense_sharpness(lambda single: linflow.loss(task, single), w))
+    )(weights)
+    for g, e in zip(grads, expected):
+        np.testing.assert_allclose(g, e, rtol=1e-7, atol=1e-9)
 
 
 def test_trajectory_and_objective(two_layer):
     task, weights = two_layer
     traj = linflow.gradient_descent(task, weights, steps=20, lr=0.05, save_every=10)
     tops = traj.sharpness(task)
-    assert tops.shape == (3, 3)
+    assert tops.shape == (3, 2)
     np.testing.assert_allclose(
         tops[-1], linflow.sharpness(task, tuple(w[-1] for w in traj.weights)), rtol=1e-12
     )
     # The same loss as a general objective: Hessian-vector products from jax.jvp of jax.grad.
-    objective = linflow.Objective(lambda w: linflow.loss(task, w), batch=(3,))
+    objective = linflow.Objective(lambda w: linflow.loss(task, w), batch=(2,))
     np.testing.assert_allclose(linflow.sharpness(objective, weights), tops[0], rtol=1e-10)
     traj = linflow.gradient_descent(objective, weights, steps=20, lr=0.05, save_every=10)
     np.testing.assert_allclose(traj.sharpness(objective), tops, rtol=1e-10)
@@ -141,3 +147,17 @@ def test_bad_input(two_layer):
     linflow.gradient_descent(objective, {"w": jnp.ones(3)}, steps=1, lr=0.1)  # has a gradient
     with pytest.raises(ValueError, match=r"sharpness\(task=\.\.\.\).*no Hessian-vector product"):
         linflow.sharpness(objective, {"w": jnp.ones(3)})
+
+
+def test_edge_of_stability_benchmark_quick(tmp_path):
+    from benchmarks import edge_of_stability
+
+    payload = edge_of_stability.main(["--quick", "--out", str(tmp_path)])
+    assert (tmp_path / "edge_of_stability_quick.png").stat().st_size > 0
+    saved = (tmp_path / "edge_of_stability_quick.json").read_text()
+    assert saved == json.dumps(payload, indent=1)
+    (res,) = payload["results"].values()
+    assert res["flattest_minimum"] < res["flow_minimum"]
+    (run,) = res["runs"]
+    assert not run["diverged"] and run["loss_rises"] > 0
+    assert abs(run["plateau_over_edge"] - 1) < 0.1  # the sharpness hovers at 2/eta
