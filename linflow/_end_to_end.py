@@ -17,8 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array
 
-from ._checks import check_positive
-from ._flow import gradient_flow
+from ._checks import check_dtype, check_int, check_positive
+from ._flow import check_flow_options, integrate
 from ._loss import _loss
 from ._objective import Objective, as_objective
 from ._task import Task
@@ -108,7 +108,15 @@ class _EndToEnd(Objective):
 
 
 def end_to_end_flow(
-    loss, w0, ts, *, depth: int, tau=1.0, rtol: float = 1e-6, atol: float = 1e-8, **kwargs
+    loss,
+    w0,
+    ts,
+    *,
+    depth: int,
+    tau=1.0,
+    rtol: float | None = None,
+    atol: float | None = None,
+    **kwargs,
 ) -> Trajectory:
     r"""Integrate the end-to-end flow of a balanced depth-$N$ linear network on its product $W$.
 
@@ -142,11 +150,12 @@ def end_to_end_flow(
     ```
     """
     fn = "end_to_end_flow"
+    check_flow_options(fn, kwargs)
     w0 = jnp.asarray(w0)
-    if w0.ndim < 2 or not jnp.issubdtype(w0.dtype, jnp.floating):
-        raise ValueError(f"{fn}(..., w0=...) must be a floating (*batch, m, d) array.")
-    if not isinstance(depth, int | np.integer) or depth < 1:
-        raise ValueError(f"{fn}(..., depth={depth!r}) must be a positive int.")
+    if w0.ndim < 2:
+        raise ValueError(f"{fn}(..., w0=...) must be a (*batch, m, d) array, got {w0.shape}.")
+    check_dtype(fn, "w0", w0.dtype)
+    depth = check_int(fn, "depth", depth, minimum=1)
     batch_ndim = w0.ndim - 2
     if isinstance(loss, Task):
         if w0.shape[-2:] != loss.sigma_yx.shape:
@@ -154,12 +163,12 @@ def end_to_end_flow(
                 f"{fn}(..., w0=...) must end in the task's shape {loss.sigma_yx.shape}, "
                 f"got {w0.shape}."
             )
-        loss_fn, data = _TaskLoss(loss), None
+        loss_fn, data = _TaskLoss(loss.astype(w0.dtype)), None
     else:
         objective = as_objective(fn, loss)
         loss_fn, data = objective.loss_fn, objective.data
-    problem = _EndToEnd(loss_fn, data, batch_ndim, int(depth))
-    return gradient_flow(problem, (w0,), ts, tau=tau, rtol=rtol, atol=atol, **kwargs)
+    problem = _EndToEnd(loss_fn, data, batch_ndim, depth)
+    return integrate(fn, problem, (w0,), ts, tau=tau, rtol=rtol, atol=atol, **kwargs)
 
 
 def singular_value_velocity(w: Array, grad: Array, depth: int, *, tau=1.0) -> Array:

@@ -16,8 +16,14 @@ import numpy as np
 import optimistix as optx
 from jaxtyping import Array
 
-from ._checks import check_positive, check_weights
-from ._flow import _vector_field, pid_controller
+from ._checks import (
+    check_fractions,
+    check_int,
+    check_task_weights,
+    known,
+    positive_scalar,
+)
+from ._flow import _vector_field, pid_controller, tolerances
 from ._modes import mode_task, to_modes
 from ._task import Task
 
@@ -34,9 +40,13 @@ def _mode_strength(mode_weights, alpha):
 def _event_times(bar, mode_weights0, alphas, targets, tau, t_max, rtol, atol, max_steps):
     """First time each initialisation (leading axis) reaches `targets[j]` in mode `alphas[j]`."""
 
+    root_atol = max(1e-3 * atol, 100 * float(jnp.finfo(t_max.dtype).eps))
+
     def one(y0, alpha, target):
         def cond(t, y, args, **kwargs):
-            return _mode_strength(y, alpha) - target
+            # Relative to the target, so that the root find's tolerance on the value is
+            # scale-free: its rounding noise is a few eps whatever s is.
+            return _mode_strength(y, alpha) / target - 1
 
         sol = diffrax.diffeqsolve(
             diffrax.ODETerm(_vector_field),
@@ -48,7 +58,7 @@ def _event_times(bar, mode_weights0, alphas, targets, tau, t_max, rtol, atol, ma
             args=(bar, tau),
             saveat=diffrax.SaveAt(t1=True),
             stepsize_controller=pid_controller(rtol, atol),
-            event=diffrax.Event(cond, optx.Newton(rtol=rtol, atol=1e-3 * atol), direction=True),
+            event=diffrax.Event(cond, optx.Newton(rtol=rtol, atol=root_atol), direction=True),
             max_steps=max_steps,
             throw=False,
         )
@@ -61,6 +71,11 @@ def _event_times(bar, mode_weights0, alphas, targets, tau, t_max, rtol, atol, ma
     return jax.vmap(per_target, in_axes=(0, None, None))(mode_weights0, alphas, targets)
 
 
+# Default (rtol, atol) of the event solves, per dtype: the times are the product, so they are
+# resolved about as finely as the dtype allows.
+TOLERANCES = {"float32": (1e-6, 1e-8), "float64": (1e-10, 1e-12)}
+
+
 def learning_times(
     task: Task,
     weights0,
@@ -68,9 +83,10 @@ def learning_times(
     *,
     tau=1.0,
     t_max=None,
-    rtol: float = 1e-10,
-    atol: float = 1e-12,
+    rtol: float | None = None,
+    atol: float | None = None,
     max_steps: int = 65536,
+    throw: bool = True,
 ) -> Array:
     r"""First time each mode strength reaches a fraction of its singular value, by diffrax events.
 
@@ -78,8 +94,12 @@ def learning_times(
     $u_\alpha(t) = u^{\alpha\top} W(t)\, v^\alpha = f\, s_\alpha$ under
     $\tau\,\dot W_l = -\partial L/\partial W_l$. Each is a separate solve in mode space (where
     $u_\alpha$ is a diagonal entry) that stops at the event; the crossing inside the last step
-    is located by a Newton root find on the dense solution, so the time is exact to the
-    solver's tolerance. For balanced aligned starts compare `time_to_learn`.
+    is located by a Newton root find (optimistix) on the dense solution, so the time is exact
+    to the solver's tolerance. For balanced aligned starts compare `time_to_learn`.
+
+    Works eagerly and inside `jax.jit`, `jax.vmap` and `jax.grad`. Computes in the dtype of
+    the weights, with default tolerances per dtype (float64: `rtol=1e-10`, `atol=1e-12`;
+    float32: `rtol=1e-6`, `atol=1e-8`, which give times to about $10^{-4}$ relative).
 
     **Arguments:**
 
@@ -89,12 +109,15 @@ def learning_times(
       positive singular value; raise it for deep networks started very close to zero, whose
       plateaus grow like a power of $1/u_0$). A solve ends at its event, so a generous `t_max`
       costs little.
-    - `rtol`, `atol`, `max_steps`: solver settings.
+    - `rtol`, `atol`, `max_steps`: solver settings (tolerance defaults per dtype, above).
+    - `throw`: raise if a solve fails; otherwise failed solves give `nan`.
 
-    **Returns:** times, shape `(*batch, k, F)` with `k = min(m, d)`: 0 for a mode already at or
-    above $f s_\alpha$ at $t = 0$, `inf` where it is not reached by `t_max` (also for $s = 0$).
+    **Returns:** times in units of `tau`'s time, shape `(*batch, k, F)` with `k = min(m, d)`:
+    0 for a mode already at or above $f s_\alpha$ at $t = 0$, `inf` where it is not reached by
+    `t_max` (also for $s = 0$).
 
-    **Raises:** `ValueError` for bad arguments; `RuntimeError` if a solve fails.
+    **Raises:** `ValueError` for bad arguments; `RuntimeError` naming the solver's failure
+    (e.g. the maximum number of steps) if a solve fails and `throw`.
 
     **Example:**
 
@@ -104,24 +127,19 @@ def learning_times(
     ```
     """
     fn = "learning_times"
-    weights0 = check_weights(fn, weights0, task.input_dim, task.output_dim)
+    task, weights0 = check_task_weights(fn, task, weights0)
     dtype = weights0[0].dtype
-    check_positive(fn, "tau", tau)
-    check_positive(fn, "rtol", rtol)
-    check_positive(fn, "atol", atol)
-    if not isinstance(max_steps, int | np.integer) or max_steps < 1:
-        raise ValueError(f"{fn}(..., max_steps={max_steps!r}) must be a positive int.")
-    fractions = jnp.asarray(fractions, dtype)
-    if fractions.ndim != 1 or fractions.shape[0] == 0:
-        raise ValueError(f"{fn}(..., fractions=...) must be a non-empty 1-D array.")
-    if not bool(jnp.all((fractions > 0) & (fractions < 1))):
-        raise ValueError(f"{fn}(..., fractions=...) must lie in (0, 1).")
+    tau = positive_scalar(fn, "tau", tau, dtype)
+    rtol, atol = tolerances(fn, dtype, rtol, atol, TOLERANCES)
+    max_steps = check_int(fn, "max_steps", max_steps, minimum=1)
+    fractions = check_fractions(fn, fractions, dtype)
     _, s, _ = task.modes()
     k, n_f = s.shape[0], fractions.shape[0]
     if t_max is None:
-        positive = np.asarray(s)[np.asarray(s) > 0]
-        t_max = 100.0 * float(tau) / positive.min() if positive.size else 1.0
-    check_positive(fn, "t_max", t_max)
+        s_min = jnp.min(jnp.where(s > 0, s, jnp.inf))
+        t_max = jnp.where(jnp.isfinite(s_min), 100.0 * tau / s_min, tau)
+    else:
+        t_max = positive_scalar(fn, "t_max", t_max, dtype)
     batch = weights0[0].shape[:-2]
     flat = tuple(w.reshape((-1, *w.shape[-2:])) for w in to_modes(task, weights0))
     alphas = jnp.repeat(jnp.arange(k), n_f)
@@ -129,19 +147,21 @@ def learning_times(
     # s = 0 modes: a target of 0 would be met by noise; aim above any reachable value instead.
     targets = jnp.where(jnp.repeat(s, n_f) > 0, targets, jnp.finfo(dtype).max)
     times, result = _event_times(
-        mode_task(task),
-        flat,
-        alphas,
-        targets,
-        jnp.asarray(tau, dtype),
-        jnp.asarray(t_max, dtype),
-        rtol,
-        atol,
-        int(max_steps),
+        mode_task(task), flat, alphas, targets, tau, t_max, rtol, atol, max_steps
     )
-    failed = (result != diffrax.RESULTS.successful) & (result != diffrax.RESULTS.event_occurred)
-    if bool(jnp.any(failed)):
-        raise RuntimeError(f"{fn}: the solver failed (raise max_steps or lower t_max).")
+    ok = (result._value == diffrax.RESULTS.successful._value) | (
+        result._value == diffrax.RESULTS.event_occurred._value
+    )
+    if throw:
+        failed = jnp.any(~ok)
+        message = f"{fn}: an event solve failed (pass throw=False to get nan for it)"
+        if known(failed):
+            first = int(np.argmax(~np.asarray(ok).reshape(-1)))
+            item = jax.tree.map(lambda v: v.reshape(-1)[first], result)
+            raise RuntimeError(f"{message}: {diffrax.RESULTS[item]}")
+        if known(failed) is None:
+            times = eqx.error_if(times, failed, message + ".")
+    times = jnp.where(ok, times, jnp.nan)
     return times.reshape((*batch, k, n_f))
 
 

@@ -11,11 +11,12 @@ Taking $O_0 = V$ and $O_N = U$ from the task's modes makes it aligned
 
 from __future__ import annotations
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._checks import check_finite
+from ._checks import check_finite, check_key, check_task, is_concrete, known
 from ._task import Task
 
 SCHEMES = ("gaussian", "aligned", "balanced", "lambda_balanced")
@@ -23,10 +24,21 @@ SCHEMES = ("gaussian", "aligned", "balanced", "lambda_balanced")
 
 def _widths(fn: str, task: Task, hidden) -> tuple[int, ...]:
     """Layer widths $(d, h_1, \\dots, h_{N-1}, m)$."""
-    hidden = (hidden,) if isinstance(hidden, int | np.integer) else tuple(hidden)
-    if any(not isinstance(h, int | np.integer) or h < 1 for h in hidden):
-        raise ValueError(f"{fn}(..., hidden={hidden!r}) must be a positive int or a tuple of them.")
+    hidden = (hidden,) if not isinstance(hidden, tuple | list) else tuple(hidden)
+    if any(isinstance(h, bool) or not isinstance(h, int | np.integer) or h < 1 for h in hidden):
+        raise ValueError(
+            f"{fn}(..., hidden={hidden!r}) must be a positive int or a tuple of positive ints."
+        )
     return (task.input_dim, *(int(h) for h in hidden), task.output_dim)
+
+
+def _batch_shape(fn: str, batch) -> tuple[int, ...]:
+    batch = (batch,) if not isinstance(batch, tuple | list) else tuple(batch)
+    if any(isinstance(b, bool) or not isinstance(b, int | np.integer) or b < 0 for b in batch):
+        raise ValueError(
+            f"{fn}(..., batch={batch!r}) must be a tuple of non-negative ints (a batch shape)."
+        )
+    return tuple(int(b) for b in batch)
 
 
 def _haar(key, batch, n: int, dtype):
@@ -105,23 +117,29 @@ def init_weights(
     ```
     """
     fn = "init_weights"
+    check_key(fn, "key", key)
+    task = check_task(fn, task)
     if scheme not in SCHEMES:
         raise ValueError(f"{fn}(..., scheme={scheme!r}) must be one of {SCHEMES}.")
     widths = _widths(fn, task, hidden)
-    batch = (batch,) if isinstance(batch, int | np.integer) else tuple(batch)
+    batch = _batch_shape(fn, batch)
     dtype = task.sigma_yx.dtype
     depth = len(widths) - 1
     r = min(widths)
-    scale = jnp.asarray(scale, dtype)
+    scale = _real_array(fn, "scale", scale, dtype)
     check_finite(fn, "scale", scale)
     if scheme != "aligned" and scale.ndim != 0:
         raise ValueError(f"{fn}(..., scale=...) must be a scalar for scheme={scheme!r}.")
     if scale.ndim not in (0, 1) or (scale.ndim == 1 and scale.shape != (r,)):
         raise ValueError(f"{fn}(..., scale=...) must be a scalar or have shape (r,) = ({r},).")
-    if bool(jnp.any(scale < 0)):
-        raise ValueError(f"{fn}(..., scale=...) must be non-negative.")
-    lam = float(lam)
-    if lam != 0.0 and scheme not in ("lambda_balanced", "aligned"):
+    scale = _error_unless(fn, scale, jnp.all(scale >= 0), "scale=... must be non-negative")
+    lam = _real_array(fn, "lam", lam, dtype)
+    if lam.ndim != 0:
+        raise ValueError(f"{fn}(..., lam=...) must be a scalar, got shape {lam.shape}.")
+    check_finite(fn, "lam", lam)
+    # The sign of lambda picks the construction, so it is read on the host when it can be.
+    lam_host = float(np.asarray(lam)) if is_concrete(lam) else None
+    if scheme not in ("lambda_balanced", "aligned") and lam_host != 0.0:
         raise ValueError(f"{fn}(..., lam=...) only applies to 'lambda_balanced' and 'aligned'.")
     keys = jax.random.split(key, depth + 2)
 
@@ -148,7 +166,12 @@ def init_weights(
         )
 
     frames = [_haar(keys[l], batch, widths[l], dtype) for l in range(depth + 1)]
-    if scheme == "balanced" or lam == 0.0:
+    if scheme == "lambda_balanced" and lam_host is None:
+        raise ValueError(
+            f"{fn}(..., lam=...) must be a concrete number for scheme='lambda_balanced' (its "
+            "sign fixes which layers carry it); vary the scale under a transformation instead."
+        )
+    if scheme == "balanced" or lam_host == 0.0:
         sigma = _gaussian_singular_values(keys[-1], batch, widths[1], widths[0], scale, r, dtype)
         return _chain(frames, [sigma] * depth, widths)
 
@@ -162,6 +185,7 @@ def init_weights(
             f"{fn}(..., hidden={hidden!r}): 'lambda_balanced' needs equal hidden widths."
         )
     h = hidden_widths.pop()
+    lam = lam_host
     if lam > 0 and h > task.output_dim:
         raise ValueError(
             f"{fn}(..., lam={lam}): lambda > 0 needs hidden width h <= output dimension m "
@@ -186,6 +210,26 @@ def _lambda_steps(fn, sigma, depth, lam, *, first):
         squares = [sigma**2 + l * lam for l in range(depth)]
     else:
         squares = [sigma**2 - (depth - 1 - l) * lam for l in range(depth)]
-    if any(bool(jnp.any(s < 0)) for s in squares):
-        raise ValueError(f"{fn}(..., lam={lam}): scale is too small for this negative lambda.")
-    return [jnp.sqrt(s) for s in squares]
+    feasible = jnp.all(jnp.stack([jnp.all(s >= 0) for s in squares]))
+    message = "lam=...: scale is too small for this negative lambda"
+    return [jnp.sqrt(_error_unless(fn, s, feasible, message)) for s in squares]
+
+
+def _real_array(fn: str, name: str, value, dtype):
+    """`value` as an array of `dtype`, raising unless it holds real (non-bool) numbers."""
+    if isinstance(value, str | bytes | bool | np.bool_) or value is None:
+        raise ValueError(f"{fn}(..., {name}={value!r}) must be a real number.")
+    x = jnp.asarray(value)
+    if x.dtype == jnp.bool_ or not (
+        jnp.issubdtype(x.dtype, jnp.floating) or jnp.issubdtype(x.dtype, jnp.integer)
+    ):
+        raise ValueError(f"{fn}(..., {name}=...) must hold real numbers, got dtype {x.dtype}.")
+    return x.astype(dtype)
+
+
+def _error_unless(fn: str, x, ok, what: str):
+    """`x`, after checking `ok`: a `ValueError` eagerly, `equinox.error_if` under a trace."""
+    message = f"{fn}(..., {what}."
+    if known(ok) is False:
+        raise ValueError(message)
+    return eqx.error_if(x, ~ok, message) if known(ok) is None else x

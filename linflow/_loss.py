@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array
 
-from ._checks import check_weights
+from ._checks import check_task_weights
 from ._task import Task
 
 
@@ -57,7 +57,7 @@ def loss(task: Task, weights) -> Array:
     linflow.loss(task, (W1, W2))
     ```
     """
-    weights = check_weights("loss", weights, task.input_dim, task.output_dim)
+    task, weights = check_task_weights("loss", task, weights)
     return _loss(task, product(weights))
 
 
@@ -176,5 +176,5 @@ def gradients(task: Task, weights) -> tuple[Array, ...]:
     g1, g2 = linflow.gradients(task, (W1, W2))
     ```
     """
-    weights = check_weights("gradients", weights, task.input_dim, task.output_dim)
+    task, weights = check_task_weights("gradients", task, weights)
     return layer_gradients(weights, task.sigma_yx, task._sigma_xx)

@@ -19,8 +19,8 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array
 
-from ._checks import check_positive, check_weights
-from ._flow import gradient_flow
+from ._checks import check_positive, check_task_weights, check_weights
+from ._flow import check_flow_options, integrate
 from ._loss import layer_gradients, lift, product
 from ._task import Task
 from ._trajectory import Trajectory
@@ -117,7 +117,7 @@ def to_modes(task: Task, weights):
     W1_bar, W2_bar = linflow.to_modes(task, (W1, W2))
     ```
     """
-    weights = check_weights("to_modes", weights, task.input_dim, task.output_dim)
+    task, weights = check_task_weights("to_modes", task, weights)
     U, _, V = mode_bases(task)
     return _rotate(weights, U.T, V)
 
@@ -138,7 +138,7 @@ def from_modes(task: Task, mode_weights):
     weights = linflow.from_modes(task, linflow.to_modes(task, weights))
     ```
     """
-    mode_weights = check_weights("from_modes", mode_weights, task.input_dim, task.output_dim)
+    task, mode_weights = check_task_weights("from_modes", task, mode_weights)
     U, _, V = mode_bases(task)
     return _rotate(mode_weights, U, V.T)
 
@@ -198,7 +198,7 @@ def mode_equations(task: Task, mode_weights, *, tau=1.0):
     ```
     """
     fn = "mode_equations"
-    mode_weights = check_weights(fn, mode_weights, task.input_dim, task.output_dim)
+    task, mode_weights = check_task_weights(fn, task, mode_weights)
     check_positive(fn, "tau", tau)
     bar = mode_task(task)
     return tuple(-g / tau for g in layer_gradients(mode_weights, bar.sigma_yx, bar._sigma_xx))
@@ -230,7 +230,7 @@ def energy(task: Task, mode_weights, *, tau=1.0) -> Array:
     ```
     """
     fn = "energy"
-    mode_weights = check_weights(fn, mode_weights, task.input_dim, task.output_dim)
+    task, mode_weights = check_task_weights(fn, task, mode_weights)
     check_positive(fn, "tau", tau)
     bar = mode_task(task)
     w = product(mode_weights)
@@ -267,6 +267,9 @@ def mode_flow(task: Task, weights0, ts, **kwargs) -> Trajectory:
     traj = linflow.mode_flow(task, weights0, jnp.linspace(0.0, 20.0, 201), rtol=1e-10)
     ```
     """
-    mode_weights0 = to_modes(task, weights0)
-    traj = gradient_flow(mode_task(task), mode_weights0, ts, **kwargs)
-    return Trajectory(ts=traj.ts, weights=from_modes(task, traj.weights), stats=traj.stats)
+    fn = "mode_flow"
+    check_flow_options(fn, kwargs)
+    task, weights0 = check_task_weights(fn, task, weights0)
+    U, _, V = mode_bases(task)
+    traj = integrate(fn, mode_task(task), _rotate(weights0, U.T, V), ts, **kwargs)
+    return eqx.tree_at(lambda t: t.weights, traj, _rotate(traj.weights, U, V.T))

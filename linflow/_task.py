@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array
@@ -27,13 +28,14 @@ class Task(eqx.Module):
 
     - `sigma_yx`: input-output correlation $\Sigma_{yx}$, shape `(m, d)`.
     - `sigma_xx`: input correlation $\Sigma_{xx}$, shape `(d, d)`, symmetric positive
-      semi-definite. `None` (the default) or exactly the identity means whitened inputs,
-      $\Sigma_{xx} = I$, and lets the engines skip that product.
+      semi-definite (checked, to rounding). `None` (the default) or exactly the identity means
+      whitened inputs, $\Sigma_{xx} = I$, and lets the engines skip that product.
     - `sigma_yy`: output correlation $\Sigma_{yy}$, shape `(m, m)`, only used for the constant
       in the loss. When `None` the targets are taken as realisable ($Y = W_* X$), so that the
       loss is zero at the optimum.
 
-    **Raises:** `ValueError` for wrong shapes, NaN or inf, or a non-symmetric `sigma_xx`.
+    **Raises:** `ValueError` for wrong shapes, NaN or inf, or a `sigma_xx` that is not symmetric
+    positive semi-definite.
 
     **Example:**
 
@@ -74,10 +76,15 @@ class Task(eqx.Module):
                 if np.array_equal(sxx, np.eye(d)):
                     sigma_xx = None  # exactly whitened (e.g. one-hot items): skip the product
             if sigma_xx is not None and is_concrete(sigma_xx):
-                if not np.allclose(
-                    sxx, sxx.T, rtol=1e-5, atol=1e-6 * max(np.abs(sxx).max(), 1e-30)
-                ):
+                size = max(np.abs(sxx).max(), 1e-30)
+                if not np.allclose(sxx, sxx.T, rtol=1e-5, atol=1e-6 * size):
                     raise ValueError(f"{fn}(sigma_xx=...) must be symmetric.")
+                lowest = np.linalg.eigvalsh(0.5 * (sxx + sxx.T)).min()
+                if lowest < -10 * d * np.finfo(sxx.dtype).eps * size:
+                    raise ValueError(
+                        f"{fn}(sigma_xx=...) must be positive semi-definite (a covariance); its "
+                        f"smallest eigenvalue is {lowest:.3g}."
+                    )
         if sigma_yy is not None:
             sigma_yy = jnp.asarray(sigma_yy, dtype=sigma_yx.dtype)
             if sigma_yy.shape != (m, m):
@@ -97,11 +104,10 @@ class Task(eqx.Module):
             self.optimum = sigma_yx
         else:
             self.optimum = sigma_yx @ jnp.linalg.pinv(sigma_xx, hermitian=True)
-            if is_concrete(sigma_xx):
-                residual = np.abs(np.asarray(self.optimum @ sigma_xx - sigma_yx)).max()
-                tol = np.sqrt(np.finfo(sigma_yx.dtype).eps) * max(
-                    np.abs(np.asarray(sigma_yx)).max(), 1e-30
-                )
+            if is_concrete(sigma_xx) and is_concrete(sigma_yx):  # on the host: jit-safe
+                syx, sxx = np.asarray(sigma_yx), np.asarray(sigma_xx)
+                residual = np.abs(syx @ np.linalg.pinv(sxx, hermitian=True) @ sxx - syx).max()
+                tol = np.sqrt(np.finfo(syx.dtype).eps) * max(np.abs(syx).max(), 1e-30)
                 if residual > tol:
                     raise ValueError(
                         f"{fn}(sigma_yx=..., sigma_xx=...): sigma_yx has a component outside the "
@@ -153,6 +159,13 @@ class Task(eqx.Module):
             raise ValueError(f"{fn}(normalize={normalize!r}) must be one of {_NORMALIZE}.")
         c = 1.0 / X.shape[0] if normalize == "mean" else 1.0
         return cls(c * Y.T @ X, c * X.T @ X, sigma_yy=c * Y.T @ Y, X=X, Y=Y, normalize=normalize)
+
+    def astype(self, dtype) -> Task:
+        """The same task with every array in `dtype` (itself if nothing changes)."""
+        dtype = jnp.dtype(dtype)
+        if self.sigma_yx.dtype == dtype:
+            return self
+        return jax.tree.map(lambda x: x.astype(dtype), self)
 
     @property
     def sigma_xx(self) -> Array:

@@ -3,39 +3,74 @@
 from __future__ import annotations
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array
 
+from ._checks import check_fractions
 from ._loss import _loss, lift, product
 from ._sharpness import trajectory_sharpness
 from ._task import Task
+
+_UNITS = ("time", "steps")
 
 
 class Trajectory(eqx.Module):
     r"""Weights of a linear network saved at times `ts`.
 
-    Every engine returns one: `gradient_descent` (where $t$ counts steps),
-    `gradient_flow` and `exact_flow` (where $t$ is the time of $\tau\,dW/dt = -\nabla L$).
+    Every engine returns one: `gradient_descent` (`unit = "steps"`: $t$ counts updates, with
+    learning rate `lr`), `gradient_flow`, `mode_flow` and `exact_flow` (`unit = "time"`: the
+    time $t$ of $\tau\,dW/dt = -\nabla L$, with time constant `tau`; $t/\tau$ is comparable
+    with a step count of gradient descent at $\eta = 1/\tau$).
+
+    Indexing selects saves: `traj[-1]` is the last save (its `ts` is a scalar and its weights
+    have no time axis), `traj[::10]` every tenth, `traj[ts > 5]` a mask.
 
     **Fields:**
 
-    - `ts`: save times, shape `(T,)`.
+    - `ts`: save times, shape `(T,)`, in `unit`.
     - `weights`: tuple $(W_1, \dots, W_N)$, each of shape `(T, *batch, h_l, h_{l-1})`.
       For a general `linflow.Objective`, the parameter pytree, each leaf `(T, *batch, ...)`;
       the linear-network methods below then do not apply.
-    - `stats`: engine-specific information (solver steps, result codes), a dict.
+    - `stats`: engine-specific information (`diverged` per initialisation; solver steps and
+      result codes for the flows), a dict.
+    - `unit`: `"steps"` or `"time"`.
+    - `tau`, `lr`: the time constant of a flow or the learning rate of gradient descent
+      (scalars; `None` where they do not apply, e.g. for an optax optimiser or a schedule).
 
     **Example:**
 
     ```python
     traj = linflow.gradient_flow(task, weights0, jnp.linspace(0, 10, 101))
     traj.mode_strengths(task)   # (101, *batch, k)
+    traj[-1].product()          # (*batch, m, d), at t = 10
     ```
     """
 
     ts: Array
     weights: tuple[Array, ...]
     stats: dict = eqx.field(default_factory=dict)
+    unit: str = eqx.field(static=True, default="time")
+    tau: Array | None = None
+    lr: Array | None = None
+
+    def __check_init__(self):
+        if self.unit not in _UNITS:
+            raise ValueError(f"Trajectory(unit={self.unit!r}) must be one of {_UNITS}.")
+
+    def __getitem__(self, index) -> Trajectory:
+        """The saves selected by `index` along the time axis (an int drops the axis)."""
+        if jnp.ndim(self.ts) == 0:
+            raise ValueError("Trajectory[...]: this trajectory holds one save (no time axis).")
+        return eqx.tree_at(
+            lambda t: (t.ts, t.weights),
+            self,
+            (self.ts[index], jax.tree.map(lambda w: w[index], self.weights)),
+        )
+
+    def __len__(self) -> int:
+        return self.ts.shape[0] if jnp.ndim(self.ts) else 1
 
     @property
     def depth(self) -> int:
@@ -45,7 +80,7 @@ class Trajectory(eqx.Module):
     @property
     def batch_shape(self) -> tuple[int, ...]:
         """Shape of the batch of initialisations (the axes between time and the matrix)."""
-        return self.weights[0].shape[1:-2]
+        return self.weights[0].shape[jnp.ndim(self.ts) : -2]
 
     def product(self) -> Array:
         r"""End-to-end map $W(t) = W_N(t) \cdots W_1(t)$, shape `(T, *batch, m, d)`."""
@@ -116,11 +151,9 @@ class Trajectory(eqx.Module):
         traj.learning_times(task, (0.1, 0.5, 0.9))
         ```
         """
-        fractions = jnp.asarray(fractions, self.ts.dtype)
-        if fractions.ndim != 1 or not bool(jnp.all((fractions > 0) & (fractions < 1))):
-            raise ValueError(
-                "Trajectory.learning_times(..., fractions=...) must be 1-D with values in (0, 1)."
-            )
+        if jnp.ndim(self.ts) != 1:
+            raise ValueError("Trajectory.learning_times needs a time axis (not a single save).")
+        fractions = check_fractions("Trajectory.learning_times", fractions, self.ts.dtype)
         _, s, _ = task.modes()
         u = self.mode_strengths(task)[..., None]  # (T, *batch, k, 1)
         target = lift(s.reshape(-1, 1) * fractions.reshape(1, -1), u.ndim)
@@ -134,3 +167,8 @@ class Trajectory(eqx.Module):
         du = jnp.where(first[0] > 0, u1 - u0, 1.0)
         t = t0 + (t1 - t0) * jnp.clip((target[0] - u0) / du, 0.0, 1.0)
         return jnp.where(jnp.any(above, axis=0), t, jnp.inf)
+
+
+def trajectory_bytes(n_saves: int, weights) -> int:
+    """Bytes of `n_saves` saves of `weights` (any pytree of arrays)."""
+    return n_saves * sum(int(np.prod(w.shape)) * w.dtype.itemsize for w in jax.tree.leaves(weights))

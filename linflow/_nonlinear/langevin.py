@@ -18,8 +18,15 @@ import lineax as lx
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from .._checks import check_positive, check_schedule, check_times
-from .._descent import _assemble, gradient_descent, scan_with_saves
+from .._checks import (
+    check_int,
+    check_key,
+    check_schedule,
+    check_times,
+    positive_scalar,
+)
+from .._descent import diverged_per_start, gradient_descent, run_saves
+from .._flow import check_solver, raise_failures
 from .._objective import Objective, as_objective, vmap_n
 from .._trajectory import Trajectory
 
@@ -46,22 +53,27 @@ def _sgld_gradients(objective: Objective, params, samples, key, batch_size):
     return vmap_n(single, objective.batch_ndim)(params, keys)
 
 
-@eqx.filter_jit
-def _gld_chunk(objective, state, lr, beta, key, samples, *, n_saves, save_every, batch_size):
-    def step(carry, _):
-        params, k = carry
-        kg, kn = jax.random.split(jax.random.fold_in(key, k))
-        if samples is None:
-            grads = objective.gradients(params)
-        else:
-            grads = _sgld_gradients(objective, params, samples, kg, batch_size)
-        noise = _noise_like(kn, params)
-        params = jax.tree.map(
-            lambda p, g, xi: p - lr * g + jnp.sqrt(2 * lr / beta) * xi, params, grads, noise
-        )
-        return (params, k + 1), None
+class _Langevin(eqx.Module):
+    """One GLD (or SGLD) step of a batch of chains, for `run_saves`."""
 
-    return scan_with_saves(step, state, n_saves=n_saves, save_every=save_every)
+    objective: Objective
+    lr: jax.Array
+    beta: jax.Array
+    key: jax.Array
+    samples: object
+    batch_size: int | None = eqx.field(static=True)
+
+    def step(self, carry):
+        params, k = carry
+        kg, kn = jax.random.split(jax.random.fold_in(self.key, k))
+        if self.samples is None:
+            grads = self.objective.gradients(params)
+        else:
+            grads = _sgld_gradients(self.objective, params, self.samples, kg, self.batch_size)
+        noise = _noise_like(kn, params)
+        scale = jnp.sqrt(2 * self.lr / self.beta)
+        params = jax.tree.map(lambda p, g, xi: p - self.lr * g + scale * xi, params, grads, noise)
+        return params, k + 1
 
 
 def langevin_descent(
@@ -116,32 +128,29 @@ def langevin_descent(
     else:  # validate against the loss on all samples, which has the one-argument signature
         full = Objective(lambda p: objective.loss_fn(p, samples), batch_ndim=objective.batch_ndim)
         params0 = full.check_params(fn, params0)
-    check_positive(fn, "lr", lr)
-    check_positive(fn, "beta", beta)
+    dtype = jax.tree.leaves(params0)[0].dtype
+    lr = positive_scalar(fn, "lr", lr, dtype)
+    beta = positive_scalar(fn, "beta", beta, dtype)
+    check_key(fn, "key", key)
     check_schedule(fn, steps, save_every)
     if (samples is None) != (batch_size is None):
         raise ValueError(f"{fn}(..., samples=..., batch_size=...) go together (SGLD).")
     if samples is not None:
         n = jax.tree.leaves(samples)[0].shape[0]
-        if not isinstance(batch_size, int | np.integer) or not 1 <= batch_size <= n:
-            raise ValueError(f"{fn}(..., batch_size={batch_size!r}) must be an int in [1, {n}].")
-    dtype = jax.tree.leaves(params0)[0].dtype
-    state = (params0, jnp.asarray(0))
+        batch_size = check_int(fn, "batch_size", batch_size, minimum=1, maximum=n)
     n_saves = steps // save_every
-    _, saved = _gld_chunk(
-        objective,
-        state,
-        jnp.asarray(lr, dtype),
-        jnp.asarray(beta, dtype),
-        key,
-        samples,
+    stepper = _Langevin(objective, lr, beta, key, samples, batch_size)
+    _, params = run_saves(
+        stepper,
+        (params0, jnp.zeros((), jnp.int32)),
+        jnp.asarray(0),
         n_saves=n_saves,
+        length=n_saves + 1,
         save_every=save_every,
-        batch_size=batch_size,
     )
-    params, diverged = _assemble(params0, [saved], objective.batch_ndim)
+    diverged = diverged_per_start(params, objective.batch_ndim)
     ts = jnp.arange(n_saves + 1, dtype=dtype) * save_every
-    return Trajectory(ts=ts, weights=params, stats={"diverged": diverged})
+    return Trajectory(ts=ts, weights=params, stats={"diverged": diverged}, unit="steps", lr=lr)
 
 
 @eqx.filter_jit
@@ -154,9 +163,9 @@ def _sde_solve(objective, y0, unravel, ts, beta, key, dt, solver, max_steps):
 
     # Constant steps visit each interval once, so independent increments drawn on demand
     # are exact (and far cheaper than a VirtualBrownianTree for many chains).
-    brownian = diffrax.UnsafeBrownianPath(shape=y0.shape, key=key)
+    brownian = diffrax.UnsafeBrownianPath(shape=jax.ShapeDtypeStruct(y0.shape, y0.dtype), key=key)
     terms = diffrax.MultiTerm(diffrax.ODETerm(drift), diffrax.ControlTerm(diffusion, brownian))
-    return diffrax.diffeqsolve(
+    sol = diffrax.diffeqsolve(
         terms,
         solver,
         t0=jnp.zeros((), y0.dtype),
@@ -166,11 +175,22 @@ def _sde_solve(objective, y0, unravel, ts, beta, key, dt, solver, max_steps):
         saveat=diffrax.SaveAt(ts=ts),
         max_steps=max_steps,
         adjoint=diffrax.ForwardMode(),
+        throw=False,
     )
+    return jax.vmap(unravel)(sol.ys), sol.result, sol.stats["num_steps"]
 
 
 def langevin_flow(
-    objective, params0, ts, *, beta, key, dt, solver=None, max_steps: int = 1_000_000
+    objective,
+    params0,
+    ts,
+    *,
+    beta,
+    key,
+    dt,
+    solver=None,
+    max_steps: int = 1_000_000,
+    throw: bool = True,
 ) -> Trajectory:
     r"""The Langevin SDE $d\theta = -\nabla L(\theta)\,dt + \sqrt{2/\beta}\,dB_t$ with diffrax.
 
@@ -181,11 +201,13 @@ def langevin_flow(
 
     **Arguments:** `objective` (a `linflow.Objective` or callable), `params0` with the
     objective's batch axes, `ts` increasing save times $\ge 0$ (the start is $t = 0$),
-    `beta` $\beta > 0$, `key`, `dt` > 0, `solver`, `max_steps`.
+    `beta` $\beta > 0$, `key`, `dt` > 0, `solver`, `max_steps`, `throw` (raise if the solver
+    fails or a chain becomes inf or NaN; otherwise see `stats`).
 
-    **Returns:** a `Trajectory` of the parameters at `ts`.
+    **Returns:** a `Trajectory` of the parameters at `ts` (`unit = "time"`); `stats` holds
+    `result`, `num_steps` and `diverged` (per chain, shape `batch`).
 
-    **Raises:** `ValueError` for bad arguments.
+    **Raises:** `ValueError` for bad arguments; `RuntimeError` as `gradient_flow` when `throw`.
 
     **Example:**
 
@@ -198,13 +220,26 @@ def langevin_flow(
     objective = as_objective(fn, objective)
     params0 = objective.check_params(fn, params0)
     y0, unravel = ravel_pytree(params0)
-    ts = check_times(fn, ts).astype(y0.dtype)
-    check_positive(fn, "beta", beta)
-    check_positive(fn, "dt", dt)
-    solver = diffrax.Euler() if solver is None else solver
-    beta = jnp.asarray(beta, y0.dtype)
-    sol = _sde_solve(objective, y0, unravel, ts, beta, key, float(dt), solver, int(max_steps))
-    return Trajectory(ts=ts, weights=jax.vmap(unravel)(sol.ys))
+    ts = check_times(fn, ts, y0.dtype)
+    beta = positive_scalar(fn, "beta", beta, y0.dtype)
+    dt = positive_scalar(fn, "dt", dt, y0.dtype)
+    check_key(fn, "key", key)
+    max_steps = check_int(fn, "max_steps", max_steps, minimum=1)
+    solver, _ = check_solver(
+        fn, solver or diffrax.Euler(), diffrax.ConstantStepSize(), dt, dt.dtype
+    )
+    params, result, num_steps = _sde_solve(
+        objective, y0, unravel, ts, beta, key, dt, solver, max_steps
+    )
+    diverged = diverged_per_start(params, objective.batch_ndim)
+    if throw:
+        params = raise_failures(fn, params, result, num_steps, diverged, dt)
+    return Trajectory(
+        ts=ts,
+        weights=params,
+        stats={"result": result, "num_steps": num_steps, "diverged": diverged},
+        unit="time",
+    )
 
 
 def two_phase(
@@ -249,4 +284,4 @@ def two_phase(
     second = gradient_descent(converge, start, steps=converge_steps, lr=lr, save_every=save_every)
     weights = jax.tree.map(lambda a, b: jnp.concatenate([a, b[1:]]), first.weights, second.weights)
     ts = jnp.concatenate([first.ts, first.ts[-1] + second.ts[1:]])
-    return Trajectory(ts=ts, weights=weights, stats={"switch": explore_steps})
+    return Trajectory(ts=ts, weights=weights, stats={"switch": explore_steps}, unit="steps")

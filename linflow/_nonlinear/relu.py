@@ -6,12 +6,12 @@ and output scale $c_M = 1$ (standard), $1/\sqrt M$ (neural tangent kernel) or $1
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jaxtyping import Array
 
 from .._objective import Objective
@@ -34,7 +34,8 @@ def output_scale(scaling: str, width: int) -> float:
     r"""$c_M$: 1 (`"standard"`), $1/\sqrt M$ (`"ntk"`) or $1/M$ (`"mean_field"`)."""
     if scaling not in SCALINGS:
         raise ValueError(f"scaling={scaling!r} must be one of {SCALINGS}.")
-    return {"standard": 1.0, "ntk": 1.0 / np.sqrt(width), "mean_field": 1.0 / width}[scaling]
+    # A Python float (weakly typed), so that float32 parameters stay float32 with x64 on.
+    return {"standard": 1.0, "ntk": 1.0 / math.sqrt(width), "mean_field": 1.0 / width}[scaling]
 
 
 def relu_network(params: ReLUNetwork, x: Array, scaling: str = "standard") -> Array:
