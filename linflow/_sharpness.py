@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array
 
-from ._checks import check_weights
+from ._checks import check_int, check_key, check_task_weights
 from ._loss import layer_gradients
 from ._objective import Objective, as_objective
 from ._task import Task
@@ -90,20 +90,18 @@ def _lanczos_top(hvp, batch, size: int, dtype, iterations: int, key) -> Array:
     return normalise(jnp.einsum("k...p,...k->...p", Q[:k], Y[..., -1]))
 
 
-def _gradient_function(problem, dtype):
-    """The batched gradient of a Task's loss (in `dtype`) or of an Objective."""
+def _gradient_function(problem):
+    """The batched gradient of a Task's loss or of an Objective."""
     if isinstance(problem, Objective):
         return problem.gradients
-    sigma_yx = problem.sigma_yx.astype(dtype)
-    sigma_xx = None if problem.whitened else problem.sigma_xx.astype(dtype)
-    return lambda weights: layer_gradients(weights, sigma_yx, sigma_xx)
+    return lambda weights: layer_gradients(weights, problem.sigma_yx, problem._sigma_xx)
 
 
 @eqx.filter_jit
 def _sharpness(problem, weights, key, iterations: int):
     batch = jax.tree.leaves(weights)[0].shape[: _batch_ndim(problem, weights)]
     vector = _flat(weights, batch)
-    gradients = _gradient_function(problem, vector.dtype)
+    gradients = _gradient_function(problem)
 
     def hvp(at):
         def product(v):
@@ -125,7 +123,7 @@ def _batch_ndim(problem, weights) -> int:
 def _check(fn: str, task, weights):
     """`(problem, weights)`: a Task or an Objective with its validated weights."""
     if isinstance(task, Task):
-        return task, check_weights(fn, weights, task.input_dim, task.output_dim)
+        return check_task_weights(fn, task, weights)  # the task in the weights' dtype
     if not isinstance(task, Objective) and not callable(task):
         raise ValueError(
             f"{fn}(task=...) must be a linflow.Task, a linflow.Objective or a callable loss, "
@@ -194,15 +192,16 @@ def sharpness(task, weights, *, iterations: int | None = None, key=None) -> Arra
     ```
     """
     fn = "sharpness"
-    integer = isinstance(iterations, int | np.integer) and not isinstance(iterations, bool)
-    if iterations is not None and not (integer and iterations >= 1):
-        raise ValueError(f"{fn}(..., iterations={iterations!r}) must be a positive int.")
+    if iterations is not None:
+        iterations = check_int(fn, "iterations", iterations, minimum=1)
     problem, weights = _check(fn, task, weights)
     dtype = jax.tree.leaves(weights)[0].dtype
     if iterations is None:
         iterations = _ITERATIONS.get(np.dtype(dtype), 100)
-    key = jax.random.key(0) if key is None else key
-    return _sharpness(problem, weights, key, int(iterations))
+    if key is None:
+        key = jax.random.key(0)
+    check_key(fn, "key", key)
+    return _sharpness(problem, weights, key, iterations)
 
 
 def trajectory_sharpness(task, weights, **kwargs) -> Array:
