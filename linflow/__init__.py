@@ -33,6 +33,9 @@ from ._exact import scalar_mode as scalar_mode
 from ._exact import shallow as shallow
 from ._exact import time_to_learn as time_to_learn
 from ._flow import gradient_flow as gradient_flow
+from ._generalization import generalization_curve as generalization_curve
+from ._generalization import optimal_stopping_time as optimal_stopping_time
+from ._generalization import sample_generalization_curve as sample_generalization_curve
 from ._init import SCHEMES as SCHEMES
 from ._init import init_weights as init_weights
 from ._kernels import ntk as ntk
