@@ -45,7 +45,8 @@ def nets():
 
 
 @pytest.mark.parametrize("depth", [1, 2, 3])
-def test_matches_dense_hessian(nets, dtype, depth):
+def test_matches_dense_hessian(nets, precision, depth):
+    dtype, _ = precision
     task, found = nets  # float64: the task is cast to the weights' dtype
     weights, expected = found[depth]
     top = linflow.sharpness(task, tuple(w.astype(dtype) for w in weights))
