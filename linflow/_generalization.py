@@ -169,10 +169,6 @@ def sample_generalization_curve(train: Task, test: Task, ts, *, depth: int = 1, 
             lambda x: ~(x > 0) | ~jnp.isfinite(x),
             f"must be > 0 for depth={depth} (W = 0 is a fixed point)",
         )
-    return _sample_curve(train, test, ts, u0, tau, depth, fn)
-
-
-def _sample_curve(train, test, ts, u0, tau, depth, fn):
     lam, direction, r, Q = _modes(train)
     u0 = _check_start(fn, u0, r, depth)
     u = _mode_strengths(ts, lam, r, u0, tau, depth)  # (T, d)

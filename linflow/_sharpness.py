@@ -164,8 +164,9 @@ def sharpness(task, weights, *, iterations: int | None = None, key=None) -> Arra
     (W_{l-1} \cdots W_1)^\top (W_{l-1} \cdots W_1)$, with eigenvalues
     $\sum_{l=1}^N s_i^{2(N-l)/N} s_j^{2(l-1)/N}$ on $u_i v_j^\top$; the largest is
     $\lambda_{\max} = N s_1^{2 - 2/N}$ ($2 s_1$ for two layers, $\lambda_{\max}(\Sigma_{xx}) = 1$
-    for one). Balanced minima are the flattest global minima of deep linear networks
-    (Mulayoff & Michaeli 2020, "Unique Properties of Flat Minima in Deep Networks").
+    for one). Unbalanced minima are sharper: the flattest global minima of deep linear
+    networks are (nearly) balanced (Mulayoff & Michaeli 2020, "Unique Properties of Flat Minima
+    in Deep Networks").
 
     **Arguments:**
 

@@ -2,6 +2,7 @@ r"""Built-in tasks: small data sets whose learning dynamics are known in closed 
 
 from __future__ import annotations
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -367,8 +368,11 @@ def noisy_teacher(key, d: int, m: int, n_train: int, n_test, *, snr, rank=None, 
     snr = jnp.asarray(snr, dtype)
     if snr.ndim != 0:
         raise ValueError(f"{fn}(..., snr=...) must be a scalar, got shape {snr.shape}.")
-    if known(~(snr >= 0)):
+    bad = ~(snr >= 0)
+    if known(bad):
         raise ValueError(f"{fn}(..., snr={float(snr)!r}) must be >= 0 (jnp.inf: no noise).")
+    if known(bad) is None:
+        snr = eqx.error_if(snr, bad, f"{fn}(..., snr=...) must be >= 0 (jnp.inf: no noise).")
     finite = jnp.isfinite(snr)
     signal = jnp.where(finite, snr / (1 + jnp.where(finite, snr, 0.0)), 1.0)
     noise = 1.0 - signal
