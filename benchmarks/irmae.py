@@ -1,6 +1,7 @@
 """IRMAE: extra linear layers after the encoder give the latent code a low-rank spectrum.
 
-Implicit Rank-Minimizing Autoencoder (Jing, Zbontar & LeCun 2020; sources 000, 001): an MLP
+Implicit Rank-Minimizing Autoencoder (Jing, Zbontar & LeCun 2020; an experiment also in Shimizu &
+Aoyagi's lecture notes on linear multilayer networks): an MLP
 autoencoder on scikit-learn's 8x8 digits whose encoder is followed by k extra square linear
 layers (k = 0 is the plain autoencoder), trained with optax Adam through linflow's
 general-objective `gradient_descent`. Reported per k: the singular values of the covariance of

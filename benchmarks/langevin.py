@@ -1,4 +1,5 @@
-"""Langevin dynamics on a quadratic loss: stationary law of GLD and of the SDE (source 003).
+"""Langevin dynamics on a quadratic loss: stationary law of GLD and of the SDE (Raginsky et al.
+2017).
 
 For L = theta^T H theta / 2 the Gibbs law exp(-beta L) is Gaussian with covariance (beta H)^-1.
 GLD with step eta samples a Gaussian with covariance (beta H)^-1 (I - eta H / 2)^-1, so its error

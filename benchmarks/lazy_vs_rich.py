@@ -1,4 +1,5 @@
-"""Lazy (NTK) against feature (mean-field) learning in a two-layer ReLU network (source 003).
+"""Lazy (NTK) against feature (mean-field) learning in a two-layer ReLU network (Chizat et al.
+2019).
 
 The same teacher-student regression is learned by gradient descent (step 0.05, time t = step
 count x 0.05) by students of width M under the NTK output scale 1/sqrt(M) and the mean-field

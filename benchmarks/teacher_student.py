@@ -1,11 +1,12 @@
-"""Two-layer ReLU teacher-student with the norm-adaptive step (Akiyama & Suzuki; source 002).
+"""Two-layer ReLU teacher-student with the norm-adaptive step (Akiyama & Suzuki 2021).
 
 An over-parameterised student (M neurons) learns a teacher with m orthonormal neurons on the
 sphere by gradient descent with the per-neuron step eta_j = alpha |a_j| |w_j| / (a_j^2 + |w_j|^2)
 on F = 1/(2n) sum (y - f)^2 + lam sum |a_j| |w_j|, through linflow's general-objective engine.
 Reported: F(Theta_k) - F* (F* by Aitken extrapolation of the tail) with the fitted linear rate after
 k0 = alpha^-2, the kernel distance of the student's measure to the teacher's, and the same for
-the two-phase schedule of source 003 (GLD on the L2-regularised loss, then plain descent).
+the two-phase schedule of Akiyama & Suzuki (2023) (GLD on the L2-regularised loss, then plain
+descent).
 
     python benchmarks/teacher_student.py            # ~1 minute on 2 cores
     python benchmarks/teacher_student.py --quick    # smoke test

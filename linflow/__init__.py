@@ -1,6 +1,6 @@
 """linflow: learning dynamics of (deep linear) neural networks in JAX."""
 
-import importlib.metadata
+from importlib.metadata import version as _version
 
 from . import plot as plot
 from . import tasks as tasks
@@ -76,4 +76,76 @@ from ._sweep import run_sweep as run_sweep
 from ._task import Task as Task
 from ._trajectory import Trajectory as Trajectory
 
-__version__ = importlib.metadata.version("linflow")
+__version__ = _version("linflow")
+
+__all__ = [
+    "acquisition_order",
+    "CLOSED_FORMS",
+    "ClosedForm",
+    "completion_objective",
+    "deep_mode",
+    "effective_rank",
+    "end_to_end_flow",
+    "energy",
+    "exact_flow",
+    "FIXED_POINT_KINDS",
+    "fixed_points",
+    "FixedPoint",
+    "from_modes",
+    "gradient_descent",
+    "gradient_flow",
+    "gradients",
+    "illusory_correlations",
+    "init_weights",
+    "langevin_descent",
+    "langevin_flow",
+    "learning_times",
+    "load_config",
+    "load_sweep",
+    "loss",
+    "low_rank_matrix",
+    "measure",
+    "measure_distance",
+    "mode_alignment",
+    "mode_bases",
+    "mode_equations",
+    "mode_flow",
+    "mode_task",
+    "mode_vectors",
+    "norm_adaptive",
+    "ntk",
+    "ntk_gram",
+    "ntk_movement",
+    "nuclear_norm_completion",
+    "Objective",
+    "observation_mask",
+    "observed_loss",
+    "plateau_lengths",
+    "plot",
+    "preconditioned_gradient",
+    "predict",
+    "product",
+    "relative_movement",
+    "relu_network",
+    "ReLUNetwork",
+    "representational_similarity",
+    "run_sweep",
+    "saxe_deep",
+    "scalar_mode",
+    "scalar_pair",
+    "SCHEMES",
+    "sensing_loss",
+    "shallow",
+    "singular_value_velocity",
+    "Task",
+    "tasks",
+    "teacher_student",
+    "TeacherStudent",
+    "time_to_learn",
+    "to_modes",
+    "Trajectory",
+    "two_phase",
+    "uniform_sphere",
+    "unobserved_error",
+    "weight_movement",
+]

@@ -8,6 +8,8 @@ minimum nuclear-norm matrix that fits the observations.
 
 from __future__ import annotations
 
+import math
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -43,7 +45,7 @@ def low_rank_matrix(key, rows: int, cols: int, rank: int, *, dtype=None) -> Arra
     ka, kb = jax.random.split(key)
     a = jax.random.normal(ka, (rows, rank), dtype)
     b = jax.random.normal(kb, (cols, rank), dtype)
-    return a @ b.T / np.sqrt(rank)
+    return a @ b.T / math.sqrt(rank)  # a Python float keeps the dtype
 
 
 def observation_mask(key, shape, n_obs: int, *, dtype=None) -> Array:

@@ -73,22 +73,19 @@ class _Descent(eqx.Module):
         (`optax.lbfgs`, `reduce_on_plateau`); XLA drops the loss when an optimiser ignores it."""
         problem = self.problem
         if isinstance(problem, Objective):
-            data, n_batch = problem.data, problem.batch_ndim
-
-            def value_fn(params, data):
-                return problem._single(params, data)
+            data, n_batch, loss_of = problem.data, problem.batch_ndim, problem._single
         else:
             data, n_batch = None, weights[0].ndim - 2
 
-            def value_fn(params, data):
+            def loss_of(params, _):
                 return _loss(problem, product(params))
 
         def update(g, state, params, data):
-            def value_of(p):
-                return value_fn(p, data)
+            def value_fn(p):
+                return loss_of(p, data)
 
             return self.optimizer.update(
-                g, state, params, value=value_of(params), grad=g, value_fn=value_of
+                g, state, params, value=value_fn(params), grad=g, value_fn=value_fn
             )
 
         return vmap_n(update, n_batch)(grads, opt_state, weights, data)
@@ -279,7 +276,10 @@ def gradient_descent(
 
     descent = _Descent(task, lr, optimizer, key, batch_size)
     opt_state = None if optimizer is None else vmap_n(optimizer.init, n_batch)(weights0)
-    state = (weights0, opt_state, jnp.zeros((), jnp.int32))
+    # The step count in the precision of the weights: a schedule `lr(k)` of an int32 `k`
+    # computes in float32 (optax's convention), which would round a float64 learning rate.
+    step = jnp.zeros((), jnp.int64 if dtype == jnp.float64 else jnp.int32)
+    state = (weights0, opt_state, step)
     run = dict(n_saves=n_saves, save_every=save_every)
     if progress:
         weights = run_in_chunks(descent, state, fn, n_saves=n_saves, save_every=save_every)

@@ -177,9 +177,9 @@ def singular_value_velocity(w: Array, grad: Array, depth: int, *, tau=1.0) -> Ar
     $$\tau\frac{d\sigma_r}{dt} = -N\,(\sigma_r^2)^{1 - 1/N}\,
     \langle \nabla\ell(W),\, u_r v_r^\top \rangle$$
 
-    (Arora, Cohen, Hu & Luo 2019, Thm 3; source 001 prints the factor as $\sigma_r^{1-1/N}$, a
-    typo), with $W = \sum_r \sigma_r u_r v_r^\top$ the SVD. Valid for distinct non-zero
-    singular values.
+    (Arora, Cohen, Hu & Luo 2019, "Implicit regularization in deep matrix factorization",
+    Theorem 3; some secondary accounts print the factor as $\sigma_r^{1-1/N}$, a typo), with
+    $W = \sum_r \sigma_r u_r v_r^\top$ the SVD. Valid for distinct non-zero singular values.
 
     **Arguments:** `w` $W$ and `grad` $\nabla\ell(W)$, both `(*batch, m, d)`; `depth` $N \ge 1$;
     `tau` the time constant.

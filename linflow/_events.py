@@ -46,7 +46,10 @@ def _event_times(bar, mode_weights0, alphas, targets, tau, t_max, rtol, atol, ma
         def cond(t, y, args, **kwargs):
             # Relative to the target, so that the root find's tolerance on the value is
             # scale-free: its rounding noise is a few eps whatever s is.
-            return _mode_strength(y, alpha) / target - 1
+            value = _mode_strength(y, alpha) / target - 1
+            # In the default float dtype: diffrax compares it with a Python 0.0 in a
+            # `lax.cond`, which fails for float32 values when x64 is on.
+            return value.astype(jnp.result_type(float))
 
         sol = diffrax.diffeqsolve(
             diffrax.ODETerm(_vector_field),

@@ -6,7 +6,8 @@ between neighbouring layers gives
 $W_{l+1}^\top W_{l+1} - W_l W_l^\top = O_l\,(\sigma_{l+1}^2 - \sigma_l^2)\,O_l^\top$,
 so choosing $\sigma_{l+1}^2 = \sigma_l^2 + \lambda$ makes the network $\lambda$-balanced.
 Taking $O_0 = V$ and $O_N = U$ from the task's modes makes it aligned
-(Saxe, McClelland & Ganguli 2014; source 004: $W_1 = R D_1 V^\top$, $W_2 = U D_2 R^\top$).
+(Saxe, McClelland & Ganguli 2014, "Exact solutions to the nonlinear dynamics of learning in
+deep linear neural networks": $W_1 = R D_1 V^\top$, $W_2 = U D_2 R^\top$).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from ._checks import check_finite, check_key, check_task, is_concrete, known
 from ._task import Task
 
 SCHEMES = ("gaussian", "aligned", "balanced", "lambda_balanced")
+"""The initialisation schemes of `init_weights` (its `scheme` argument)."""
 
 
 def _widths(fn: str, task: Task, hidden) -> tuple[int, ...]:
@@ -82,7 +84,7 @@ def init_weights(
     Schemes (widths $d = h_0$, hidden $h_1, \dots, h_{N-1}$, $m = h_N$):
 
     - `"gaussian"`: i.i.d. entries $N(0, \text{scale}^2)$.
-    - `"aligned"`: the orthogonal initialisation of Saxe et al. (2014) (source 004):
+    - `"aligned"`: the orthogonal initialisation of Saxe, McClelland & Ganguli (2014):
       $W_1 = R_1 D_1 V^\top$, $W_l = R_l D_l R_{l-1}^\top$, $W_N = U D_N R_{N-1}^\top$ with Haar
       orthogonal $R_l$ and the task's modes $U, V$. Each layer carries the first
       $r = \min_l h_l$ modes with singular value `scale` (a scalar or one value per mode,

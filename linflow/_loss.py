@@ -5,7 +5,9 @@ For $W = W_N \cdots W_1$ and $G = \partial L / \partial W = W \Sigma_{xx} - \Sig
 $$\frac{\partial L}{\partial W_l} = (W_N \cdots W_{l+1})^\top \, G \, (W_{l-1} \cdots W_1)^\top,$$
 
 which for two layers is $\partial L/\partial W_1 = -W_2^\top(\Sigma_{yx} - W_2 W_1 \Sigma_{xx})$ and
-$\partial L/\partial W_2 = -(\Sigma_{yx} - W_2 W_1 \Sigma_{xx}) W_1^\top$ (source 004, eq. 2).
+$\partial L/\partial W_2 = -(\Sigma_{yx} - W_2 W_1 \Sigma_{xx}) W_1^\top$ (Saxe, McClelland &
+Ganguli 2014, "Exact solutions to the nonlinear dynamics of learning in deep linear neural
+networks").
 All functions broadcast over leading batch axes of the weights.
 """
 

@@ -4,7 +4,9 @@ With $\Sigma_{yx} = U S V^\top$ completed to orthogonal $U$ `(m, m)` and $V$ `(d
 of basis $\bar W_1 = W_1 V$, $\bar W_N = U^\top W_N$ (middle layers unchanged; $\bar W = U^\top W V$
 for one layer) turns the flow $\tau\,\dot W_l = -\partial L/\partial W_l$ into the same flow for
 the task $(\bar S, \bar\Sigma_{xx})$ with $\bar S = U^\top \Sigma_{yx} V$ rectangular-diagonal and
-$\bar\Sigma_{xx} = V^\top \Sigma_{xx} V$ (source 004, eq. 5; $\bar\Sigma_{xx} = I$ when whitened).
+$\bar\Sigma_{xx} = V^\top \Sigma_{xx} V$ ($\bar\Sigma_{xx} = I$ when whitened; Saxe, McClelland &
+Ganguli 2014, "Exact solutions to the nonlinear dynamics of learning in deep linear neural
+networks").
 
 `task.modes()` has only $k = \min(m, d)$ modes. The bases are completed by orthonormal
 complements: when $d > m$ the extra columns $a^i$, $i > m$, of $\bar W_1$ see inputs that no
@@ -99,7 +101,7 @@ def _rotate(weights, left: Array, right: Array):
 
 
 def to_modes(task: Task, weights):
-    r"""Weights in the task's modes: $\bar W_1 = W_1 V$, $\bar W_N = U^\top W_N$ (source 004).
+    r"""Weights in the task's modes: $\bar W_1 = W_1 V$, $\bar W_N = U^\top W_N$ (Saxe et al. 2014).
 
     Middle layers are unchanged; a single layer becomes $\bar W = U^\top W V$. $U$ and $V$ are the
     orthogonal bases of `mode_bases`, so the end-to-end map becomes $U^\top W V$, whose diagonal
@@ -147,7 +149,8 @@ def mode_vectors(mode_weights):
     r"""Per-mode vectors: $a^i$, the columns of $\bar W_1$, and $b^i$, the rows of $\bar W_N$.
 
     $a^i$ holds the weights from input mode $v^i$ into the first hidden layer; $b^i$ those from
-    the last hidden layer to output mode $u^i$ (source 004, exercise 3).
+    the last hidden layer to output mode $u^i$ (Saxe, McClelland & Ganguli 2014, "Exact
+    solutions to the nonlinear dynamics of learning in deep linear neural networks").
 
     **Arguments:** `mode_weights` a tuple $(\bar W_1, \dots, \bar W_N)$ with $N \ge 2$ (from
     `to_modes`).
@@ -171,7 +174,11 @@ def mode_vectors(mode_weights):
 
 
 def mode_equations(task: Task, mode_weights, *, tau=1.0):
-    r"""Time derivatives of the mode weights (source 004, eqs. 5-7, for any $\Sigma_{xx}$).
+    r"""Time derivatives of the mode weights (Saxe et al. 2014, for any $\Sigma_{xx}$).
+
+    The mode-vector equations of Saxe, McClelland & Ganguli (2014), "Exact solutions to the
+    nonlinear dynamics of learning in deep linear neural networks", extended to any
+    $\Sigma_{xx}$.
 
     For two layers, with $\bar\Sigma = V^\top \Sigma_{xx} V$ and the coupling
     $C = \bar S - \bar W_2 \bar W_1 \bar\Sigma$, the mode vectors obey
@@ -205,7 +212,10 @@ def mode_equations(task: Task, mode_weights, *, tau=1.0):
 
 
 def energy(task: Task, mode_weights, *, tau=1.0) -> Array:
-    r"""The energy $F$ whose gradient descent is the mode dynamics (source 004, eq. 8).
+    r"""The energy $F$ whose gradient descent is the mode dynamics (Saxe et al. 2014).
+
+    From Saxe, McClelland & Ganguli (2014), "Exact solutions to the nonlinear dynamics of
+    learning in deep linear neural networks".
 
     $$F = \frac{1}{2\tau}\sum_i (s_i - a^i\cdot b^i)^2
     + \frac{1}{2\tau}\sum_{j\ne i}(a^i\cdot b^j)^2 = \frac{1}{2\tau}\|\bar S - \bar W\|_F^2$$

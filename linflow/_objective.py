@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._checks import check_finite
+from ._checks import check_dtype, check_finite
 
 
 def vmap_n(fn, n: int):
@@ -95,8 +95,7 @@ class Objective(eqx.Module):
         n = self.batch_ndim
         batch = None
         for x in leaves:
-            if not jnp.issubdtype(x.dtype, jnp.floating):
-                raise ValueError(f"{fn}(..., params=...) leaves must be floating, got {x.dtype}.")
+            check_dtype(fn, "params", x.dtype)
             if x.ndim < n or (batch is not None and x.shape[:n] != batch):
                 raise ValueError(
                     f"{fn}(..., params=...): every leaf needs the same {n} leading batch axes "

@@ -2,10 +2,12 @@ r"""Phase-space analysis of small autonomous systems $\dot x = f(x)$: fixed poin
 
 Fixed points are found numerically (Newton's method from many starts, then deduplication),
 never written in by hand; each is linearised with `jax.jacobian` and classified from the
-eigenvalues of the Jacobian (source 004, exercise 6). A zero eigenvalue is examined further:
-if Newton's method started a little way along its eigenvector lands on a new fixed point, the
-point lies on a line (or surface) of non-isolated fixed points, like the hyperbola $ab = s$ of
-the scalar pair (`scalar_pair`).
+eigenvalues of the Jacobian (the analysis of one mode of Saxe, McClelland & Ganguli 2014, "Exact
+solutions to the nonlinear dynamics of learning in deep linear neural networks", as set in the
+course homework "Deep linear neural networks", 2024, exercise 6). A zero eigenvalue is examined
+further: if Newton's method started a little way along its eigenvector lands on a new fixed
+point, the point lies on a line (or surface) of non-isolated fixed points, like the hyperbola
+$ab = s$ of the scalar pair (`scalar_pair`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array
 
-from ._checks import check_positive
+from ._checks import check_dtype, check_positive
 
 FIXED_POINT_KINDS = (
     "saddle",
@@ -30,6 +32,9 @@ FIXED_POINT_KINDS = (
     "non-isolated",
     "degenerate",
 )
+"""The classifications `fixed_points` gives (`FixedPoint.kind`), from the eigenvalues of the
+Jacobian: hyperbolic points (saddle, node, focus), centres, points on a curve of fixed points
+(non-isolated), and degenerate points that the linearisation cannot classify."""
 
 
 class FixedPoint(eqx.Module):
@@ -55,7 +60,10 @@ class FixedPoint(eqx.Module):
 
 
 def scalar_pair(s, tau=1.0) -> Callable[[Array], Array]:
-    r"""The vector field of one decoupled mode, $x = (a, b)$ (source 004, eqs. 9-10).
+    r"""The vector field of one decoupled mode, $x = (a, b)$ (Saxe et al. 2014).
+
+    The scalar pair of Saxe, McClelland & Ganguli (2014), "Exact solutions to the nonlinear
+    dynamics of learning in deep linear neural networks".
 
     $$\tau\,\dot a = (s - ab)\,b, \qquad \tau\,\dot b = (s - ab)\,a,$$
 
@@ -96,7 +104,7 @@ def fixed_points(
     field: Callable[[Array], Array],
     starts,
     *,
-    tol: float = 1e-10,
+    tol: float | None = None,
     iterations: int = 60,
     distinct: float = 1e-6,
 ) -> list[FixedPoint]:
@@ -113,7 +121,8 @@ def fixed_points(
 
     - `field`: $f$, a JAX-traceable function from shape `(n,)` to `(n,)`.
     - `starts`: initial guesses, shape `(S, n)`, e.g. a grid over the region of interest.
-    - `tol`: largest $\|f(x^*)\|$ accepted.
+    - `tol`: largest $\|f(x^*)\|$ accepted (default $10^{-10}$ in float64, $10^{-4}$ in
+      float32, whose rounding leaves residuals near $10^{-6}$).
     - `iterations`: Newton steps from each start.
     - `distinct`: smallest distance between two reported fixed points.
 
@@ -136,6 +145,8 @@ def fixed_points(
         starts = starts.astype(jnp.result_type(float))
     if starts.ndim != 2 or starts.shape[0] == 0:
         raise ValueError(f"{fn}(..., starts=...) must have shape (S, n), got {starts.shape}.")
+    check_dtype(fn, "starts", starts.dtype)
+    tol = {"float32": 1e-4, "float64": 1e-10}[starts.dtype.name] if tol is None else tol
     for name, value in (("tol", tol), ("distinct", distinct)):
         check_positive(fn, name, value)
     size = starts.shape[0]

@@ -146,12 +146,20 @@ def _plot(results: Path, out: Path) -> None:
 def _demo(out: Path) -> None:
     # float64 throughout, so that flow and exact solution agree to the solver tolerance; the
     # context manager leaves the caller's configuration untouched.
+    print(
+        f"linflow demo: {len(_NETWORKS)} networks x {len(_ENGINE_NAMES)} engines on the "
+        f"Saxe et al. (2019) hierarchy, {_STEPS} steps of lr = {_LR} (float64); the first "
+        "call of each engine includes compilation",
+        flush=True,
+    )
     with jax.enable_x64(True):
         task, items, properties = saxe_hierarchy()
         s = task.modes()[1]
         keys = jax.random.split(jax.random.key(_SEED), len(_NETWORKS))
         runs = {
-            name: _run_engines(task, init_weights(key, task, hidden, scheme=scheme, scale=scale))
+            name: _run_engines(
+                name, task, init_weights(key, task, hidden, scheme=scheme, scale=scale)
+            )
             for key, (name, (_, hidden, scheme, scale)) in zip(keys, _NETWORKS.items())
         }
         ts = runs["deep_aligned"]["gd"].ts
@@ -196,8 +204,9 @@ def _demo(out: Path) -> None:
     print(_table(summary))
 
 
-def _run_engines(task, weights0) -> dict:
-    """Trajectories of the three engines (or why `exact_flow` has none), with wall times."""
+def _run_engines(network: str, task, weights0) -> dict:
+    """Trajectories of the three engines (or why `exact_flow` has none), with wall times; one
+    printed line per engine."""
     runs = {"first_call_s": {}, "wall_time_s": {}}
     engines = {
         "gd": lambda: gradient_descent(
@@ -209,19 +218,35 @@ def _run_engines(task, weights0) -> dict:
         "exact": lambda: exact_flow(task, weights0, runs["gd"].ts, tau=_TAU),
     }
     for name, engine in engines.items():
+        label = f"{network:<13} {_ENGINE_NAMES[name]:<17}"
         try:
             # The first call includes compilation (what a user waits for once per shape);
             # the second is the cost of the computation itself.
             runs["first_call_s"][name], runs[name] = _timed(engine)
         except ValueError as error:
-            # exact_flow explains, one closed form per line, why none applies.
-            lines = str(error).splitlines()
-            runs["skipped"] = "no closed form: " + (
-                "; ".join(line.strip(" -") for line in lines[1:]) or lines[0]
-            )
+            runs["reasons"], runs["skipped"] = _no_closed_form(str(error))
+            print(f"{label} {runs['skipped']}", flush=True)
             continue
         runs["wall_time_s"][name] = _timed(engine)[0]
+        print(
+            f"{label} first call {runs['first_call_s'][name]:5.2f} s, "
+            f"then {1e3 * runs['wall_time_s'][name]:6.1f} ms",
+            flush=True,
+        )
     return runs
+
+
+def _no_closed_form(message: str) -> tuple[list[str], str]:
+    """`exact_flow`'s error, which lists each closed form's failed condition on its own line, as
+    that list and a short reason: the failed conditions of the forms of the right depth, each up
+    to its colon ("not aligned", "not balanced")."""
+    reasons = [line.strip(" -") for line in message.splitlines()[1:]] or [message]
+    short = []
+    for reason in reasons:
+        condition = reason.split(": ", 1)[-1].split(":")[0]
+        if not condition.startswith("needs depth") and condition not in short:
+            short.append(condition)
+    return reasons, "no closed form: " + ", ".join(short)
 
 
 def _timed(fn):
@@ -260,6 +285,7 @@ def _network_summary(task, runs, prediction, analytic) -> dict:
     }
     if "skipped" in runs:
         summary["engines"]["exact"] = runs["skipped"]
+        summary["closed_form_reasons"] = runs["reasons"]
     if prediction is not None:
         formula, times = prediction
         summary["predicted_half_times"] = {"formula": formula, "values": _floats(times)}
@@ -279,7 +305,7 @@ def _write(out: Path, task, runs, analytic, summary) -> list[Path]:
 
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / "modes.png", out / "loss.png", out / "summary.json"]
-    modes_figure = Figure(figsize=(16, 5), layout="constrained")
+    modes_figure = Figure(figsize=(16, 6), layout="constrained")
     loss_figure = Figure(figsize=(16, 4.5), layout="constrained")
     modes_axes = modes_figure.subplots(1, len(_NETWORKS), sharey=True)
     loss_axes = loss_figure.subplots(1, len(_NETWORKS), sharey=True)
@@ -296,11 +322,15 @@ def _write(out: Path, task, runs, analytic, summary) -> list[Path]:
         plot.loss(trajectories, task, ax=loss_ax)
         loss_ax.set_title(title)
         for ax in (modes_ax, loss_ax):
-            ax.set_xlabel("t (steps)")
+            ax.set_xlabel(
+                rf"time (gradient-descent steps; the flows use $\tau = 1/\eta = {_TAU:g}$)"
+            )
             if ax not in (modes_axes[0], loss_axes[0]):
                 ax.set_ylabel("")
     modes_figure.suptitle("Saxe et al. (2019) hierarchy: mode strengths")
-    loss_figure.suptitle("Saxe et al. (2019) hierarchy: loss")
+    loss_figure.suptitle(
+        "Saxe et al. (2019) hierarchy: loss (linear axis; dotted: plateaus of the deep network)"
+    )
     modes_figure.savefig(paths[0], dpi=110)
     loss_figure.savefig(paths[1], dpi=110)
     paths[2].write_text(json.dumps(summary, indent=2) + "\n")

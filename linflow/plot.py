@@ -47,7 +47,9 @@ def mode_strengths(
 
     One colour per mode $\alpha$ (the same in every trajectory), one line style per
     trajectory, and a dotted grey line at each singular value $s_\alpha$ of $\Sigma_{yx}$,
-    which a network that learns the mode converges to.
+    which a network that learns the mode converges to. Modes with equal singular values whose
+    curves coincide in every trajectory (as from an aligned start) are drawn once, with one
+    legend entry naming them all, so that neither hides the other.
 
     **Arguments:**
 
@@ -76,15 +78,16 @@ def mode_strengths(
 
     ax = _axes(ax)
     s = np.asarray(task.modes()[1])
-    colours = [f"C{alpha % 10}" for alpha in range(s.size)]
-    for i, traj in enumerate(trajectories.values()):
-        u = _first(traj.mode_strengths(task), 1)
-        for alpha in range(s.size):
-            ax.plot(np.asarray(traj.ts), u[:, alpha], color=colours[alpha], **_style(i))
+    strengths = [_first(traj.mode_strengths(task), 1) for traj in trajectories.values()]
+    groups = _coinciding_modes(s, strengths)
+    colours = [f"C{i % 10}" for i in range(len(groups))]
+    for i, (traj, u) in enumerate(zip(trajectories.values(), strengths)):
+        for group, colour in zip(groups, colours):
+            ax.plot(np.asarray(traj.ts), u[:, group[0]], color=colour, **_style(i))
     for ts, values in (analytic or {}).values():
         ax.plot(np.asarray(ts), np.asarray(values), **_ANALYTIC)
-    for alpha in range(s.size):
-        ax.axhline(s[alpha], color="grey", linestyle=":", linewidth=0.8, zorder=0)
+    for value in np.unique(s):
+        ax.axhline(value, color="grey", linestyle=":", linewidth=0.8, zorder=0)
 
     # One legend, line styles (trajectories) in the first column and colours (modes) in the
     # second; blank entries pad the shorter column so that neither spills into the other.
@@ -95,33 +98,45 @@ def mode_strengths(
     styles += [Line2D([], [], label=f"{label} (analytic)", **_ANALYTIC) for label in analytic or {}]
     styles.append(Line2D([], [], color="grey", linestyle=":", linewidth=0.8, label=r"$s_\alpha$"))
     modes = [
-        Line2D([], [], color=colours[alpha], label=rf"$\alpha={alpha + 1}$, $s={s[alpha]:.3g}$")
-        for alpha in range(s.size)
+        Line2D([], [], color=colour, label=_modes_label(group, s[group[0]]))
+        for group, colour in zip(groups, colours)
     ]
     rows = max(len(styles), len(modes))
     blank = Line2D([], [], linestyle="none", label=" ")
     handles = [*styles, *[blank] * (rows - len(styles)), *modes, *[blank] * (rows - len(modes))]
-    ax.legend(handles=handles, ncols=2, loc="best", fontsize="small")
+    # Below the Axes: inside, the legend would hide some rising curve wherever it went.
+    ax.legend(
+        handles=handles,
+        ncols=2,
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.16),
+        fontsize="small",
+        frameon=False,
+    )
 
-    ax.set_xlabel("t")
+    ax.set_xlabel(_time_label(trajectories.values()))
     ax.set_ylabel(r"mode strength $u_\alpha$")
     if title is not None:
         ax.set_title(title)
     return ax
 
 
-def loss(trajectories: dict[str, Trajectory], task: Task, *, ax=None, logy=True):
+def loss(trajectories: dict[str, Trajectory], task: Task, *, ax=None, logy=False):
     r"""Plot the excess loss $L(W(t)) - L_{\min}$ against time, one line per trajectory.
 
     $L_{\min}$ is the loss at the optimum $W_* = \Sigma_{yx}\Sigma_{xx}^+$ (zero for realisable
-    targets); subtracting it lets a logarithmic axis show the convergence.
+    targets). On the default linear axis the stages of a deep network show as plateaus; for
+    whitened inputs, dotted lines mark the plateau levels
+    $\tfrac12\sum_{\alpha > k} s_\alpha^2$ reached when the modes $1, \dots, k$ are learned
+    (one per distinct singular value). A logarithmic axis (`logy=True`) shows the final
+    convergence instead.
 
     **Arguments:**
 
     - `trajectories`: dict mapping a label to a `linflow.Trajectory` (batch index 0 is drawn).
     - `task`: the `linflow.Task`.
     - `ax`: a matplotlib Axes to draw into (default: a new figure).
-    - `logy`: logarithmic loss axis.
+    - `logy`: logarithmic loss axis (and no plateau levels).
 
     **Returns:** the matplotlib Axes.
 
@@ -138,10 +153,64 @@ def loss(trajectories: dict[str, Trajectory], task: Task, *, ax=None, logy=True)
         ax.plot(np.asarray(traj.ts), values, color=f"C{i % 10}", label=label, **_style(i))
     if logy:
         ax.set_yscale("log")
-    ax.set_xlabel("t")
-    ax.set_ylabel(r"loss $L - L_{\min}$")
+    elif task.whitened:
+        s = np.asarray(task.modes()[1])
+        for value in np.unique(s)[::-1][:-1]:
+            learned = int(np.sum(s >= value))
+            level = 0.5 * float(np.sum(s[learned:] ** 2))
+            ax.axhline(level, color="grey", linestyle=":", linewidth=0.8, zorder=0)
+            modes = "mode 1" if learned == 1 else f"modes 1-{learned}"
+            ax.annotate(
+                f"{modes} learned",
+                (1.0, level),
+                xycoords=("axes fraction", "data"),
+                xytext=(-3, 2),
+                textcoords="offset points",
+                ha="right",
+                va="bottom",
+                fontsize="small",
+                color="0.35",
+            )
+    ax.set_xlabel(_time_label(trajectories.values()))
+    ax.set_ylabel(r"excess loss $L - L_{\min}$")
     ax.legend(fontsize="small")
     return ax
+
+
+def _time_label(trajectories) -> str:
+    """The time axis in the trajectories' `unit`: steps of gradient descent, or a flow's $t$."""
+    units = {traj.unit for traj in trajectories}
+    taus = {float(traj.tau) for traj in trajectories if traj.tau is not None}
+    if units == {"steps"}:
+        return "gradient-descent steps"
+    if units == {"time"} and len(taus) == 1:
+        return rf"time $t$ ($\tau = {taus.pop():g}$)"
+    return r"time (steps of gradient descent, $t$ of the flows)"
+
+
+def _coinciding_modes(s, strengths) -> list[list[int]]:
+    """Modes grouped where their singular values are equal and their curves coincide to within
+    0.1 % of the largest singular value in every trajectory (of shape `(T, k)`)."""
+    tol = 1e-3 * float(np.max(np.abs(s), initial=0.0))
+    groups = []
+    for alpha in range(s.size):
+        for group in groups:
+            beta = group[0]
+            if abs(s[alpha] - s[beta]) <= tol and all(
+                np.nanmax(np.abs(u[:, alpha] - u[:, beta]), initial=0.0) <= tol for u in strengths
+            ):
+                group.append(alpha)
+                break
+        else:
+            groups.append([alpha])
+    return groups
+
+
+def _modes_label(group: list[int], s: float) -> str:
+    """Legend entry of a group of modes: "$\alpha=3, 4$ (equal curves), $s=1$"."""
+    alphas = ", ".join(str(alpha + 1) for alpha in group)
+    same = " (equal curves)" if len(group) > 1 else ""
+    return rf"$\alpha={alphas}${same}, $s={s:.3g}$"
 
 
 def _style(i: int) -> dict:
@@ -161,7 +230,10 @@ def phase_portrait(
 ):
     r"""Phase portrait of one mode, $\tau\,\dot a = (s - ab)\,b$, $\tau\,\dot b = (s - ab)\,a$.
 
-    Draws, on $[-\text{extent}, \text{extent}]^2$ (source 004, exercise 6):
+    The phase portrait of the scalar pair of Saxe, McClelland & Ganguli (2014, "Exact solutions
+    to the nonlinear dynamics of learning in deep linear neural networks"), as asked for in the
+    course homework "Deep linear neural networks" (2024, exercise 6). Draws, on
+    $[-\text{extent}, \text{extent}]^2$:
 
     - the vector field (grey arrows of unit length, `linflow.scalar_pair`);
     - the nullclines $\dot a = 0$ ($b = 0$ or $ab = s$) and $\dot b = 0$ ($a = 0$ or $ab = s$),
@@ -276,11 +348,33 @@ def phase_portrait(
     return ax
 
 
-def _band(ax, ts, values, color, label):
-    """Median over the batch (axis 1) with a shaded 10-90 % band."""
+def _band(ax, ts, values, color, label, dashed=False):
+    """Median over the batch (axis 1) with a shaded 10-90 % band; a `dashed` median (and band
+    edge) stays visible on top of an equal one."""
     low, median, high = np.nanpercentile(values, [10, 50, 90], axis=1)
-    ax.plot(ts, median, color=color, label=label)
-    ax.fill_between(ts, low, high, color=color, alpha=0.2, linewidth=0)
+    ax.plot(ts, median, color=color, label=label, linestyle="--" if dashed else "-")
+    if dashed:
+        ax.fill_between(ts, low, high, facecolor="none", edgecolor=color, linestyle="--")
+    else:
+        ax.fill_between(ts, low, high, color=color, alpha=0.2, linewidth=0)
+
+
+def _band_legend(ax, batch: int, extra=(), **legend_kwargs):
+    """The legend of a sweep plot: its entries, then what the line and the band show."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    handles, _ = ax.get_legend_handles_labels()
+    handles += [
+        *extra,
+        Line2D([], [], color="0.3", label=f"line: median of {batch} initialisations"),
+        Patch(color="0.3", alpha=0.2, linewidth=0, label="band: 10-90 % of them"),
+    ]
+    ax.legend(handles=handles, fontsize="small", **legend_kwargs)
+
+
+# Sweeps run either engine: gradient descent saves at steps, the flows at times of the config.
+_SWEEP_TIME = "time $t$ (gradient-descent steps, or gradient-flow time)"
 
 
 def _sweep_label(result) -> str:
@@ -302,12 +396,13 @@ def sweep_loss(results, *, ax=None):
     ```
     """
     ax = _axes(ax)
-    for i, result in enumerate(r for r in results if "loss" in r):
+    results = [r for r in results if "loss" in r]
+    for i, result in enumerate(results):
         _band(ax, result["ts"], result["loss"], f"C{i % 10}", _sweep_label(result))
     ax.set_yscale("log")
-    ax.set_xlabel("t")
+    ax.set_xlabel(_SWEEP_TIME)
     ax.set_ylabel("loss $L$")
-    ax.legend(fontsize="small")
+    _band_legend(ax, results[0]["loss"].shape[1] if results else 0)
     return ax
 
 
@@ -328,16 +423,37 @@ def sweep_mode_strengths(result, *, ax=None):
     linflow.plot.sweep_mode_strengths(linflow.load_sweep("results")[0])
     ```
     """
+    from matplotlib.lines import Line2D
+
     ax = _axes(ax)
-    for alpha, s in enumerate(result["singular_values"]):
+    singular_values = result["singular_values"]
+    for alpha, s in enumerate(singular_values):
         colour = f"C{alpha % 10}"
-        _band(ax, result["ts"], result["mode_strengths"][..., alpha], colour, f"$s={s:.3g}$")
+        label = rf"$\alpha={alpha + 1}$, $s={s:.3g}$"
+        repeated = _repeated(singular_values, alpha)
+        _band(ax, result["ts"], result["mode_strengths"][..., alpha], colour, label, repeated)
         ax.axhline(s, color=colour, linestyle=":", linewidth=0.8)
-    ax.set_xlabel("t")
+    ax.set_xlabel(_SWEEP_TIME)
     ax.set_ylabel(r"mode strength $u_\alpha$")
     ax.set_title(_sweep_label(result))
-    ax.legend(fontsize="small")
+    limit = Line2D([], [], color="0.3", linestyle=":", linewidth=0.8, label=r"$s_\alpha$")
+    # Below the Axes, where it hides no band.
+    _band_legend(
+        ax,
+        result["mode_strengths"].shape[1],
+        extra=[limit],
+        ncols=2,
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.18),
+        frameon=False,
+    )
     return ax
+
+
+def _repeated(singular_values, alpha: int) -> bool:
+    """Whether mode `alpha` has the singular value of an earlier mode (and may hide under it)."""
+    s = np.asarray(singular_values)
+    return bool(np.any(np.isclose(s[:alpha], s[alpha], rtol=1e-6)))
 
 
 def sweep_learning_times(result, *, ax=None, bins=40):
@@ -362,10 +478,18 @@ def sweep_learning_times(result, *, ax=None, bins=40):
     for alpha, s in enumerate(result["singular_values"]):
         t = times[:, alpha]
         missing = int(np.sum(~np.isfinite(t)))
-        label = f"$s={s:.3g}$" + (f" ({missing} not learned)" if missing else "")
-        ax.hist(t[np.isfinite(t)], bins=edges, color=f"C{alpha % 10}", alpha=0.5, label=label)
-    ax.set_xlabel(r"time to learn, $u_\alpha = s_\alpha / 2$")
-    ax.set_ylabel("initialisations")
+        label = rf"$\alpha={alpha + 1}$, $s={s:.3g}$" + (
+            f" ({missing} not learned)" if missing else ""
+        )
+        # A mode with the singular value of an earlier one is outlined, so both show.
+        style = (
+            {"histtype": "step", "linewidth": 1.5}
+            if _repeated(result["singular_values"], alpha)
+            else {"alpha": 0.5}
+        )
+        ax.hist(t[np.isfinite(t)], bins=edges, color=f"C{alpha % 10}", label=label, **style)
+    ax.set_xlabel(r"time to learn, $u_\alpha = s_\alpha / 2$ (same units as $t$)")
+    ax.set_ylabel(f"initialisations (of {times.shape[0]})")
     ax.set_title(_sweep_label(result))
     ax.legend(fontsize="small")
     return ax

@@ -19,7 +19,7 @@ def weights0(task):
 
 
 def plain_loop(task, weights, lr, steps):
-    """Source 004, eq. 2 and its twin, written out for two layers."""
+    """The update of Saxe, McClelland & Ganguli (2014) and its twin, written out for two layers."""
     w1, w2 = (np.asarray(w) for w in weights)
     sxx, syx = np.asarray(task.sigma_xx), np.asarray(task.sigma_yx)
     saved = [(w1, w2)]
@@ -147,3 +147,64 @@ def test_minibatch_needs_data(weights0):
         linflow.gradient_descent(
             task, weights0, steps=2, lr=0.1, batch_size=1, key=jax.random.key(0)
         )
+
+
+def _hand_optax_loop(task, weights, optimizer, steps):
+    """One initialisation, the optax loop written out, with the loss for optimisers that need it."""
+    weights = tuple(weights)
+
+    def value_fn(w):
+        return linflow.loss(task, w)
+
+    state = optimizer.init(weights)
+    for _ in range(steps):
+        value, grad = jax.value_and_grad(value_fn)(weights)
+        updates, state = optimizer.update(
+            grad, state, weights, value=value, grad=grad, value_fn=value_fn
+        )
+        weights = optax.apply_updates(weights, updates)
+    return weights
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        optax.lbfgs,
+        lambda: optax.chain(optax.sgd(0.05), optax.contrib.reduce_on_plateau(patience=2)),
+        lambda: optax.MultiSteps(optax.adam(0.05), every_k_schedule=3),
+    ],
+    ids=["lbfgs", "reduce_on_plateau", "multi_steps"],
+)
+def test_optimizers_that_need_the_loss_match_a_hand_written_loop(task, weights0, make):
+    traj = linflow.gradient_descent(task, weights0, steps=12, optimizer=make(), save_every=12)
+    optimizer = make()
+    if isinstance(optimizer, optax.MultiSteps):
+        optimizer = optimizer.gradient_transformation()
+    for i in range(weights0[0].shape[0]):
+        expected = _hand_optax_loop(task, [w[i] for w in weights0], optimizer, 12)
+        got = [w[-1, i] for w in traj.weights]
+        assert tree_allclose(got, list(expected), rtol=1e-9, atol=1e-12)
+    assert np.all(traj.loss(task)[-1] < traj.loss(task)[0])
+
+
+def test_learning_rate_schedule_matches_a_hand_written_loop(task, weights0):
+    schedule = optax.exponential_decay(0.05, transition_steps=5, decay_rate=0.5)
+    traj = linflow.gradient_descent(task, weights0, steps=15, lr=schedule, save_every=15)
+    assert traj.lr is None
+    w1, w2 = (np.asarray(w) for w in weights0)
+    sxx, syx = np.asarray(task.sigma_xx), np.asarray(task.sigma_yx)
+    for k in range(15):
+        lr = float(schedule(k))
+        e = syx - w2 @ w1 @ sxx
+        w1, w2 = w1 + lr * np.swapaxes(w2, -1, -2) @ e, w2 + lr * e @ np.swapaxes(w1, -1, -2)
+    assert tree_allclose([w[-1] for w in traj.weights], [w1, w2], rtol=1e-12, atol=1e-14)
+
+
+def test_peak_memory_of_the_trajectory_is_checked_before_running(task, weights0, monkeypatch):
+    monkeypatch.setattr(linflow._checks, "available_memory", lambda: 10_000)
+    with pytest.raises(
+        ValueError, match=r"gradient_descent\(\.\.\.\): the trajectory .* raise save_every"
+    ):
+        linflow.gradient_descent(task, weights0, steps=100, lr=0.05)
+    with pytest.raises(ValueError, match=r"gradient_flow\(\.\.\.\): the trajectory"):
+        linflow.gradient_flow(task, weights0, jnp.linspace(0.0, 1.0, 100))

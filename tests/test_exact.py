@@ -57,7 +57,7 @@ def test_saxe_deep_is_the_balanced_scalar_mode():
     t = jnp.linspace(0.0, 5.0, 11)
     a, b = linflow.scalar_mode(t, 2.0, 0.1, 0.1, tau=0.7)
     assert np.allclose(linflow.saxe_deep(t, 2.0, 0.01, tau=0.7), a * b, rtol=1e-12)
-    # Source 000, eq. 10 as printed.
+    # Saxe et al. (2014)'s sigmoid as printed in Shimizu & Aoyagi's lecture notes, eq. 10.
     e = np.exp(2 * 2.0 * np.asarray(t) / 0.7)
     assert np.allclose(
         linflow.saxe_deep(t, 2.0, 0.01, tau=0.7), 2.0 * e / (e - 1 + 2.0 / 0.01), rtol=1e-12
@@ -161,7 +161,7 @@ def test_exact_flow_at_infinity_is_the_optimum():
     )
     traj = linflow.exact_flow(task, weights0, jnp.array([0.0, jnp.inf]))
     assert np.allclose(traj.product()[-1], np.broadcast_to(task.sigma_yx, (3, 3, 4)), atol=1e-12)
-    # Mode strengths follow the sigmoid of source 000, eq. 10.
+    # Mode strengths follow the sigmoid of Saxe, McClelland & Ganguli (2014).
     ts = jnp.linspace(0.0, 3.0, 7)
     u = linflow.exact_flow(task, weights0, ts).mode_strengths(task)
     s = task.modes()[1]
@@ -183,7 +183,9 @@ def test_exact_flow_one_layer_any_start_any_sigma_xx():
 def test_exact_flow_refuses_what_it_cannot_solve():
     task = whitened_task(jax.random.key(6))
     gaussian = linflow.init_weights(jax.random.key(7), task, 3, scale=0.1)
-    with pytest.raises(ValueError, match="aligned two-layer: W1 \\(W2\\) has weight outside"):
+    with pytest.raises(
+        ValueError, match="aligned two-layer: not aligned: W1 \\(W2\\) has weight outside"
+    ):
         linflow.exact_flow(task, gaussian, TS)
     square = whitened_task(jax.random.key(6), m=3, d=3)
     with pytest.raises(ValueError, match="aligned two-layer: not aligned: W1 V is not diagonal"):

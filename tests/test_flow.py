@@ -17,7 +17,7 @@ def flow(task, weights0):
 
 
 def scipy_flow(task, w1, w2, tau):
-    """Independent integration of source 004, eq. 3 and its twin, with SciPy's DOP853."""
+    """Independent integration of Saxe et al. (2014)'s two-layer flow with SciPy's DOP853."""
     sxx, syx = np.asarray(task.sigma_xx), np.asarray(task.sigma_yx)
     h1 = w1.size
 
@@ -103,3 +103,33 @@ def test_progress_bar(task, weights0, capsys):
 def test_rejects_bad_arguments(task, weights0, ts, kwargs, match):
     with pytest.raises(ValueError, match=match):
         linflow.gradient_flow(task, weights0, ts, **kwargs)
+
+
+def test_implicit_solver_solves_each_initialisation(task, weights0, flow):
+    """With an implicit solver each initialisation is its own solve (own steps, own result)."""
+    traj = linflow.gradient_flow(
+        task, weights0, TS, tau=2.0, solver=diffrax.Kvaerno5(), rtol=1e-9, atol=1e-11
+    )
+    assert traj.stats["num_steps"].shape == weights0[0].shape[:1]
+    assert traj.stats["result"]._value.shape == weights0[0].shape[:1]
+    assert max_abs_diff(traj.weights, flow.weights) < 1e-7
+    objective = linflow.Objective(
+        lambda w, c: c * linflow.loss(task, w), jnp.array([1.0, 2.0]), batch=(2,)
+    )
+    start = tuple(w[:2] for w in weights0)
+    ts = jnp.array([0.0, 1.0])
+    implicit = linflow.gradient_flow(
+        objective, start, ts, solver=diffrax.Kvaerno5(), rtol=1e-9, atol=1e-11
+    )
+    explicit = linflow.gradient_flow(objective, start, ts, rtol=1e-9, atol=1e-11)
+    assert max_abs_diff(implicit.weights, explicit.weights) < 1e-7
+
+
+def test_constant_steps_that_blow_up_raise_naming_the_step(task, weights0):
+    ts = jnp.array([0.0, 20.0])
+    options = {"stepsize_controller": diffrax.ConstantStepSize(), "dt0": 2.0}
+    with pytest.raises(RuntimeError, match="inf or NaN .* dt0 is too large"):
+        linflow.gradient_flow(task, weights0, ts, **options)
+    traj = linflow.gradient_flow(task, weights0, ts, throw=False, **options)
+    assert traj.stats["diverged"].shape == (weights0[0].shape[0],)
+    assert np.all(traj.stats["diverged"])

@@ -74,7 +74,7 @@ def test_first_layer_columns_and_last_layer_rows(wide):
 
 
 def eqs_6_7(s, a, b, tau):
-    """Source 004, eqs. 6-7, written out term by term (one initialisation, whitened)."""
+    """Saxe et al. (2014)'s mode-vector equations, term by term (one initialisation, whitened)."""
     da, db = np.zeros_like(a), np.zeros_like(b)
     for i in range(a.shape[0]):
         s_i = s[i] if i < len(s) else 0.0
@@ -90,7 +90,7 @@ def eqs_6_7(s, a, b, tau):
 
 
 def energy_eq_8(s, a, b, tau):
-    """Source 004, eq. 8, term by term; modes beyond min(m, d) have s = 0 and no partner."""
+    """Saxe et al. (2014)'s energy, term by term; modes beyond min(m, d) have s = 0, no partner."""
     total = 0.0
     for i in range(a.shape[0]):
         for j in range(b.shape[0]):

@@ -171,7 +171,7 @@ def test_norm_adaptive_descent_recovers_the_teacher(problem):
 
 
 def test_ntk_linearisation_predicts_lazy_training():
-    """With NTK scaling and many neurons, f(t) − y = exp(−K t / n)(f(0) − y) (source 003)."""
+    """With NTK scaling and many neurons, f(t) − y = exp(−K t / n)(f(0) − y) (Jacot et al. 2018)."""
     problem = linflow.teacher_student(jax.random.key(5), d=3, m=2, n=20, scaling="ntk")
     student = problem.init_student(jax.random.key(6), 2000, scale=1.0)
     K = linflow.ntk_gram(student, problem.x, "ntk")

@@ -22,6 +22,9 @@ CLOSED_FORMS: tuple[ClosedForm, ...] = (
     LambdaBalancedTwoLayer(),
     AlignedDeep(),
 )
+"""The closed forms `exact_flow` tries, in this order: one layer; aligned two-layer; zero-balanced
+two-layer; lambda-balanced two-layer; aligned balanced deep. Each has a `name`, a `check`
+giving the condition that fails (or `None`) and a `solve`."""
 
 
 def exact_flow(task, weights0, ts, *, tau=1.0, rtol=None) -> Trajectory:

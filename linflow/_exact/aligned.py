@@ -40,7 +40,10 @@ def _aligned_two_layer(task, weights, ts, tau):
 
 
 class AlignedTwoLayer(ClosedForm):
-    r"""Two layers, $\Sigma_{xx} = I$, aligned start (Saxe, McClelland & Ganguli 2014; source 004).
+    r"""Two layers, $\Sigma_{xx} = I$, aligned start (Saxe, McClelland & Ganguli 2014).
+
+    From Saxe, McClelland & Ganguli (2014), "Exact solutions to the nonlinear dynamics of
+    learning in deep linear neural networks".
 
     In the modes of $\Sigma_{yx} = U S V^\top$, the vectors $a^i = W_1 v^i$ and
     $b^i = W_2^\top u^i$ of an aligned start are parallel within a mode and orthogonal
@@ -71,7 +74,10 @@ class AlignedTwoLayer(ClosedForm):
             max_abs(w1 - (a @ V.T)) > rtol * size
             or max_abs(w2 - U @ np.swapaxes(b, -1, -2)) > rtol * size
         ):
-            return "W1 (W2) has weight outside the span of the task's input (output) modes"
+            return (
+                "not aligned: W1 (W2) has weight outside the span of the task's input (output) "
+                "modes"
+            )
         at, bt = np.swapaxes(a, -1, -2), np.swapaxes(b, -1, -2)
         for name, gram in (("W1 V", at @ a), ("U^T W2", bt @ b), ("U^T W2 W1 V", bt @ a)):
             if max_abs(gram - gram * np.eye(gram.shape[-1])) > rtol * size**2:

@@ -34,7 +34,9 @@ class OneLayer(ClosedForm):
     $$W(t) = W_* + (W_0 - W_*)\, Q\, e^{-\Lambda t/\tau} Q^\top,
     \qquad W_* = \Sigma_{yx}\Sigma_{xx}^+,$$
 
-    each input mode relaxing exponentially (source 000, eq. 11 for $\Sigma_{xx} = I$).
+    each input mode relaxing exponentially (for $\Sigma_{xx} = I$ the shallow network of Saxe,
+    McClelland & Ganguli 2019, "A mathematical theory of semantic development in deep neural
+    networks").
     Applies to any start and any $\Sigma_{xx}$.
     """
 

@@ -1,7 +1,8 @@
 r"""Closed forms for one decoupled mode.
 
 With aligned weights each mode $\alpha$ of a two-layer network is a scalar pair
-$\tau\,\dot a = (s - ab)\,b$, $\tau\,\dot b = (s - ab)\,a$ (source 004, eqs. 9-10), whose
+$\tau\,\dot a = (s - ab)\,b$, $\tau\,\dot b = (s - ab)\,a$ (Saxe, McClelland & Ganguli 2014,
+"Exact solutions to the nonlinear dynamics of learning in deep linear neural networks"), whose
 product $u = ab$ is the mode strength. All functions broadcast over their array arguments,
 use only decaying exponentials (so $t = \infty$ gives the converged value) and are
 jit- and vmap-safe.
@@ -20,7 +21,11 @@ def _floats(*args):
 
 
 def saxe_deep(t, s, u0, tau=1.0):
-    r"""Mode strength of a balanced two-layer network (Saxe et al. 2014; source 000, eq. 10).
+    r"""Mode strength of a balanced two-layer network (Saxe, McClelland & Ganguli 2014).
+
+    The sigmoid of Saxe, McClelland & Ganguli (2014, "Exact solutions to the nonlinear dynamics
+    of learning in deep linear neural networks"), as written in Shimizu & Aoyagi's lecture notes
+    on linear multilayer networks (eq. 10):
 
     $$u(t) = \frac{s\, e^{2st/\tau}}{e^{2st/\tau} - 1 + s/u_0}
     = \frac{s\, u_0}{u_0 + (s - u_0)\, e^{-2st/\tau}},$$
@@ -44,7 +49,11 @@ def saxe_deep(t, s, u0, tau=1.0):
 
 
 def shallow(t, s, b0, tau=1.0):
-    r"""Mode strength of a one-layer network (source 000, eq. 11).
+    r"""Mode strength of a one-layer network (Saxe, McClelland & Ganguli 2019).
+
+    The shallow network of Saxe, McClelland & Ganguli (2019, "A mathematical theory of semantic
+    development in deep neural networks"), as written in Shimizu & Aoyagi's lecture notes on
+    linear multilayer networks (eq. 11):
 
     $$b(t) = s\,(1 - e^{-t/\tau}) + b_0\, e^{-t/\tau},$$
 

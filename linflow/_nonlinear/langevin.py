@@ -2,7 +2,9 @@ r"""Gradient Langevin dynamics: the SDE, its discretisations GLD and SGLD, and a
 
 $$dX_t = -\nabla L(X_t)\,dt + \sqrt{2/\beta}\; dB_t,$$
 
-whose stationary law is the Gibbs measure $\pi \propto e^{-\beta L}$ (source 003). Its
+whose stationary law is the Gibbs measure $\pi \propto e^{-\beta L}$ (Raginsky, Rakhlin &
+Telgarsky 2017, "Non-convex learning via stochastic gradient Langevin dynamics: a nonasymptotic
+analysis"). Its
 Euler-Maruyama discretisation with step $\eta$ is GLD,
 $X_{k+1} = X_k - \eta \nabla L(X_k) + \sqrt{2\eta/\beta}\,\xi_k$; SGLD replaces $\nabla L$ by a
 minibatch estimate (Welling & Teh 2011).
@@ -21,6 +23,7 @@ from jax.flatten_util import ravel_pytree
 from .._checks import (
     check_int,
     check_key,
+    check_memory,
     check_schedule,
     check_times,
     positive_scalar,
@@ -28,7 +31,7 @@ from .._checks import (
 from .._descent import diverged_per_start, gradient_descent, run_saves
 from .._flow import check_solver, raise_failures
 from .._objective import Objective, as_objective, vmap_n
-from .._trajectory import Trajectory
+from .._trajectory import Trajectory, trajectory_bytes
 
 
 def _noise_like(key, tree):
@@ -139,6 +142,12 @@ def langevin_descent(
         n = jax.tree.leaves(samples)[0].shape[0]
         batch_size = check_int(fn, "batch_size", batch_size, minimum=1, maximum=n)
     n_saves = steps // save_every
+    check_memory(
+        fn,
+        trajectory_bytes(n_saves + 1, params0),
+        f"the trajectory ({n_saves + 1} saves)",
+        "raise save_every",
+    )
     stepper = _Langevin(objective, lr, beta, key, samples, batch_size)
     _, params = run_saves(
         stepper,
@@ -254,12 +263,13 @@ def two_phase(
     key,
     save_every: int = 1,
 ) -> Trajectory:
-    r"""Two-phase optimisation: GLD exploration, then plain gradient descent (source 003).
+    r"""Two-phase optimisation: GLD exploration, then plain gradient descent (Akiyama & Suzuki).
 
     Phase 1 runs GLD on `explore` (e.g. the $L^2$-regularised teacher-student loss) for
     `explore_steps`; phase 2 runs noise-free gradient descent on `converge` (e.g. the
-    unregularised loss) from where phase 1 ended (Akiyama & Suzuki 2022: a global search, then
-    linear convergence to the global optimum).
+    unregularised loss) from where phase 1 ended (Akiyama & Suzuki 2023, "Excess risk of
+    two-layer ReLU neural networks in teacher-student settings and its superiority to kernel
+    methods", ICLR: a global search, then linear convergence to the global optimum).
 
     **Arguments:** the two objectives (sharing batch axes), `params0`, step counts (multiples
     of `save_every`), `lr` $\eta$, `beta` $\beta$, `key`.

@@ -1,4 +1,4 @@
-r"""The norm-adaptive gradient step of Akiyama & Suzuki (source 002, section 4), as optax."""
+r"""The norm-adaptive gradient step of Akiyama & Suzuki (2021), as optax."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from .relu import ReLUNetwork
 def norm_adaptive(alpha: float) -> optax.GradientTransformation:
     r"""Per-neuron step size $\eta_j = \alpha\, |a_j| \|w_j\| / (a_j^2 + \|w_j\|^2)$.
 
-    The update of source 002, section 4:
+    The update of Akiyama & Suzuki (2021), "On learnability via gradient method for two-layer
+    ReLU neural networks in teacher-student setting":
 
     $$a_j \leftarrow a_j - \eta_j\, \partial_{a_j} F(\Theta), \qquad
     w_j \leftarrow w_j - \eta_j\, \nabla_{w_j} F(\Theta),$$

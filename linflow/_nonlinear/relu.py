@@ -1,4 +1,7 @@
-r"""Two-layer ReLU networks and the teacher-student setting of Akiyama & Suzuki (source 002).
+r"""Two-layer ReLU networks and the teacher-student setting of Akiyama & Suzuki (2021).
+
+Akiyama & Suzuki (2021), "On learnability via gradient method for two-layer ReLU neural networks
+in teacher-student setting", ICML.
 
 $f(x; \Theta) = c_M \sum_{j=1}^M a_j\, \sigma(\langle w_j, x \rangle)$ with $\sigma(u) = \max(u, 0)$
 and output scale $c_M = 1$ (standard), $1/\sqrt M$ (neural tangent kernel) or $1/M$ (mean field).
@@ -63,7 +66,7 @@ def uniform_sphere(key, n: int, d: int, dtype=None) -> Array:
 
 
 class TeacherStudent(eqx.Module):
-    r"""Regression on the sphere with a two-layer ReLU teacher (source 002).
+    r"""Regression on the sphere with a two-layer ReLU teacher (Akiyama & Suzuki 2021).
 
     Inputs $x_i \sim \mathrm{Unif}(S^{d-1})$, targets $y_i = f(x_i; \Theta^\circ) + \xi_i$ from a
     teacher with $m$ neurons, positive output weights $a^\circ_j > 0$ and orthonormal input
@@ -71,9 +74,12 @@ class TeacherStudent(eqx.Module):
 
     $$F(\Theta) = \frac{1}{2n}\sum_{i=1}^n (y_i - f(x_i; \Theta))^2 + \lambda\, P(\Theta),$$
 
-    with $P = \sum_j |a_j|\,\|w_j\|$ (`penalty="product"`, source 002, eq. 3; the BLASSO
-    penalty of the measure representation) or $P = \tfrac12\sum_j (a_j^2 + \|w_j\|^2)$
-    (`penalty="l2"`, its smooth upper bound, source 003).
+    with $P = \sum_j |a_j|\,\|w_j\|$ (`penalty="product"`, the objective of Akiyama & Suzuki
+    2021, "On learnability via gradient method for two-layer ReLU neural networks in
+    teacher-student setting"; the BLASSO penalty of the measure representation, De Castro &
+    Gamboa 2012) or $P = \tfrac12\sum_j (a_j^2 + \|w_j\|^2)$ (`penalty="l2"`, its smooth upper
+    bound, used by Akiyama & Suzuki 2023, "Excess risk of two-layer ReLU neural networks in
+    teacher-student settings and its superiority to kernel methods").
 
     Build one with `linflow.teacher_student`.
     """
@@ -128,7 +134,7 @@ def teacher_student(
     scaling: str = "standard",
     dtype=None,
 ) -> TeacherStudent:
-    r"""A teacher-student regression problem (source 002, section 2.2).
+    r"""A teacher-student regression problem (the setting of Akiyama & Suzuki 2021).
 
     The teacher has $m \le d$ neurons with $a^\circ_j \sim \mathrm{Unif}[1, 2]$ and orthonormal
     $w^\circ_j$ (rows of a random orthogonal matrix); $n$ inputs uniform on $S^{d-1}$ and
@@ -171,7 +177,7 @@ def teacher_student(
 
 
 def measure(params: ReLUNetwork):
-    r"""Measure representation $\nu = \sum_j r_j \delta_{\theta_j}$ (source 002, eq. 4).
+    r"""Measure representation $\nu = \sum_j r_j \delta_{\theta_j}$ (Akiyama & Suzuki 2021).
 
     $r_j = a_j \|w_j\|$ and $\theta_j = w_j / \|w_j\|$ (zero for a dead neuron, $w_j = 0$); for
     positively homogeneous $\sigma$, $f(x; \Theta) = \int \sigma(\langle\theta, x\rangle)\,d\nu$.
@@ -214,7 +220,10 @@ def ntk_gram(params: ReLUNetwork, x: Array, scaling: str = "standard") -> Array:
 
     Under the gradient flow $\dot\Theta = -\nabla L$ of $L = \frac{1}{2n}\sum_i (y_i - f_i)^2$ the
     outputs move as $\dot f = -\frac1n K (f - y)$, so while $K$ stays near its initial value
-    (the lazy regime) the loss decays at least as $e^{-2\lambda_{\min}(K) t / n}$ (source 003).
+    (the lazy regime) the loss decays at least as $e^{-2\lambda_{\min}(K) t / n}$ (Jacot,
+    Gabriel & Hongler 2018, "Neural tangent kernel: convergence and generalization in neural
+    networks"; Du, Zhai, Poczos & Singh 2019, "Gradient descent provably optimizes
+    over-parameterized neural networks").
 
     **Arguments:** `params` of ONE network, inputs `x` `(n, d)`, `scaling`.
 
