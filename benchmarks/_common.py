@@ -40,6 +40,33 @@ def measure(fn, *, repeats: int, budget_s: float, sync=jax.block_until_ready):
         start = time.perf_counter()
         out = sync(fn())
         times.append(time.perf_counter() - start)
+    return _timing(first, times), out
+
+
+def measure_peers(calls: dict, *, repeats: int, budget_s: float) -> dict:
+    """`measure` each peer in turn, in the order of `calls` (a name to `fn` or `(fn, sync)`).
+
+    Each peer's warm-up and repeats run back to back, not in rounds with the other peers:
+    interleaved, a call paid for the worker threads that the previous library left spinning
+    (NumPy's best time rose by half here after each linflow call).
+
+    **Returns:** `{name: (timing dict, output of its last call)}`.
+    """
+    timed = {}
+    for name, call in calls.items():
+        fn, sync = call if isinstance(call, tuple) else (call, jax.block_until_ready)
+        timed[name] = measure(fn, repeats=repeats, budget_s=budget_s, sync=sync)
+    return timed
+
+
+def by_peer(calls: dict) -> dict:
+    """`calls` keyed `(dtype, peer)` reordered peer by peer, so that `measure_peers` times
+    each peer's dtypes one after the other (their time ratio then sees the same load)."""
+    peers = dict.fromkeys(peer for _, peer in calls)
+    return {key: calls[key] for peer in peers for key in calls if key[1] == peer}
+
+
+def _timing(first: float, times: list[float]) -> dict:
     best = min(times)
     return {
         "time_s": best,
@@ -48,7 +75,18 @@ def measure(fn, *, repeats: int, budget_s: float, sync=jax.block_until_ready):
         "compile_s": max(first - best, 0.0),
         "repeats": len(times),
         "times_s": times,
-    }, out
+    }
+
+
+def in_x64(fn, dtype):
+    """`fn` run with x64 on for float64 and off for float32 (JAX's default)."""
+    x64 = jnp.dtype(dtype) == jnp.float64
+
+    def call(*args, **kwargs):
+        with jax.enable_x64(x64):
+            return fn(*args, **kwargs)
+
+    return call
 
 
 def with_ratios(peers: dict, work: float, unit_gflop: float | None = None) -> dict:
@@ -66,6 +104,27 @@ def with_ratios(peers: dict, work: float, unit_gflop: float | None = None) -> di
         if reference:
             timing["ratio_vs_linflow"] = timing["time_s"] / reference
     return peers
+
+
+def dtype_comparison(by_dtype: dict, finals: dict) -> dict:
+    """With float32 and float64 results: each timed peer's float64 time / float32 time (not
+    those extrapolated from another run), and how far linflow's float32 result is from its
+    float64 one (`finals`: linflow's output per dtype)."""
+    if not {"float32", "float64"} <= set(by_dtype):
+        return {}
+    single, double = by_dtype["float32"]["peers"], by_dtype["float64"]["peers"]
+    return {
+        "float64_over_float32": {
+            name: double[name]["time_s"] / single[name]["time_s"]
+            for name in single
+            if "time_s" in single[name]
+            and "time_s" in double.get(name, {})
+            and not single[name].get("extrapolated")
+        },
+        "linflow_float32_vs_float64_max_abs_diff": max_abs_diff(
+            finals["float32"], finals["float64"]
+        ),
+    }
 
 
 def optional_torch():
@@ -124,6 +183,14 @@ def _git_commit() -> str:
     return out.stdout.strip() or "unknown"
 
 
+def load_average() -> float | None:
+    """The 1-minute load average (above the core count: other jobs compete for the cores)."""
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return None
+
+
 def machine() -> dict:
     devices = jax.devices()
     backend = jax.default_backend()
@@ -173,6 +240,18 @@ def small_weights(
         scale=scale / np.sqrt(n),
         batch=batch,
     )
+
+
+def problem(n: int, batch: tuple[int, ...], dtype, *, scale: float = 0.5, depth: int = 2):
+    """`square_task` and `small_weights` in `dtype` (call with x64 on for float64).
+
+    The weights are drawn in float64 and rounded, so that every dtype starts from the same
+    point and the dtypes' results can be compared.
+    """
+    with jax.enable_x64(True):
+        task64 = square_task(n, jnp.float64)
+        weights = [np.asarray(w) for w in small_weights(task64, batch, scale=scale, depth=depth)]
+    return square_task(n, dtype), tuple(jnp.asarray(w, dtype) for w in weights)
 
 
 def gd_step_flops(n: int, depth: int = 2) -> float:

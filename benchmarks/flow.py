@@ -1,4 +1,5 @@
-r"""Workload (b): batched gradient flow $\dot W_1 = W_2^\top E$, $\dot W_2 = E W_1^\top$ (tau = 1).
+r"""Workload (b): batched gradient flow $\dot W_1 = W_2^\top E$, $\dot W_2 = E W_1^\top$ (tau = 1),
+in float32 and in float64 from the same start.
 
 linflow integrates the whole batch as one state with one step size (`batch_max_rms`); the naive
 peer vmaps `diffrax.diffeqsolve` over trajectories (each with its own steps, but a vmapped
@@ -17,9 +18,20 @@ import numpy as np
 
 import linflow
 
-from ._common import max_abs_diff, measure, small_weights, square_task, with_ratios
+from ._common import (
+    by_peer,
+    dtype_comparison,
+    in_x64,
+    max_abs_diff,
+    measure_peers,
+    problem,
+    with_ratios,
+)
 
+# The same tolerances in both dtypes (linflow's float32 defaults), so that both take about
+# the same steps and their time ratio is the cost of the arithmetic.
 RTOL, ATOL = 1e-5, 1e-7
+DTYPES = ("float32", "float64")
 DT0 = 0.1
 
 
@@ -77,54 +89,73 @@ def _scipy_subset(w1, w2, syx, sxx, ts, count: int):
     return (time.perf_counter() - start) / count, np.stack(finals)
 
 
+def _calls(config: dict, b: int, dtype: str):
+    """Each peer's call in `dtype` (run it under `in_x64`), its final `W_2` and its steps."""
+    n = config["width"]
+    task, (w1, w2) = problem(n, (b,), dtype, scale=0.1)
+    ts = jnp.linspace(0.0, config["t1"], config["saves"], dtype=dtype)
+    syx, sxx = task.sigma_yx, task.sigma_xx
+    calls = {
+        "linflow": lambda: linflow.gradient_flow(task, (w1, w2), ts, rtol=RTOL, atol=ATOL),
+        "linflow_fixed": lambda: linflow.gradient_flow(
+            task, (w1, w2), ts, stepsize_controller=diffrax.ConstantStepSize(), dt0=DT0
+        ),
+    }
+    for name, adaptive in (("naive_diffrax_vmap", True), ("naive_diffrax_vmap_fixed", False)):
+        solver = _naive_vmap_solver(ts, adaptive)
+        calls[name] = lambda solver=solver: solver(w1, w2, syx, sxx)
+    return calls
+
+
+def _read(name: str, out):
+    """`(final W_2 of every trajectory, steps stats)` of a peer's output."""
+    if name.startswith("linflow"):
+        return np.asarray(out.weights[1][-1]), {"num_steps": int(out.stats["num_steps"])}
+    ys, steps = out
+    return np.asarray(ys[1][:, -1]), {
+        "num_steps_max": int(jnp.max(steps)),
+        "num_steps_mean": float(jnp.mean(steps)),
+    }
+
+
 def run(config: dict, *, repeats: int, budget_s: float) -> dict:
     cases = []
-    ts = jnp.linspace(0.0, config["t1"], config["saves"], dtype=jnp.float32)
+    n = config["width"]
     for b in config["batches"]:
-        n = config["width"]
-        task = square_task(n, jnp.float32)
-        w1, w2 = small_weights(task, (b,), scale=0.1)
-        syx, sxx = task.sigma_yx, task.sigma_xx
-        peers, finals = {}, {}
-
-        def adaptive():
-            return linflow.gradient_flow(task, (w1, w2), ts, rtol=RTOL, atol=ATOL)
-
-        def fixed():
-            return linflow.gradient_flow(
-                task, (w1, w2), ts, stepsize_controller=diffrax.ConstantStepSize(), dt0=DT0
-            )
-
-        peers["linflow"], traj = measure(adaptive, repeats=repeats, budget_s=budget_s)
-        peers["linflow"]["num_steps"] = int(traj.stats["num_steps"])
-        reference = traj.weights[1][-1]
-        peers["linflow_fixed"], traj = measure(fixed, repeats=repeats, budget_s=budget_s)
-        peers["linflow_fixed"]["num_steps"] = int(traj.stats["num_steps"])
-        finals["linflow_fixed"] = traj.weights[1][-1]
-        for name, adaptive_peer in (
-            ("naive_diffrax_vmap", True),
-            ("naive_diffrax_vmap_fixed", False),
-        ):
-            solver = _naive_vmap_solver(ts, adaptive_peer)
-            peers[name], (ys, steps) = measure(
-                lambda solver=solver: solver(w1, w2, syx, sxx), repeats=repeats, budget_s=budget_s
-            )
-            peers[name]["num_steps_max"] = int(jnp.max(steps))
-            peers[name]["num_steps_mean"] = float(jnp.mean(steps))
-            finals[name] = ys[1][:, -1]
+        calls = {}
+        for dtype in DTYPES:
+            with jax.enable_x64(dtype == "float64"):
+                for name, fn in _calls(config, b, dtype).items():
+                    calls[dtype, name] = in_x64(fn, dtype)
+        timed = measure_peers(by_peer(calls), repeats=repeats, budget_s=budget_s)
+        # SciPy's RK45 computes in float64 whatever the input: timed once, shown in both.
         count = min(config["scipy_subset"], b)
-        host = [np.asarray(x, np.float64) for x in (w1, w2, syx, sxx)]
-        per_trajectory, scipy_finals = _scipy_subset(*host, np.asarray(ts, np.float64), count)
-        peers["scipy_solve_ivp"] = {
-            "time_s": per_trajectory * b,
-            "extrapolated": True,
-            "subset": count,
-            "seconds_per_trajectory": per_trajectory,
-            "max_abs_diff_vs_linflow": max_abs_diff(scipy_finals, reference[:count]),
-            "note": f"RK45 float64, {count} trajectories timed one by one, scaled to B = {b}",
-        }
-        for name, final in finals.items():
-            peers[name]["max_abs_diff_vs_linflow"] = max_abs_diff(final, reference)
+        with jax.enable_x64(True):
+            task, weights = problem(n, (b,), "float64", scale=0.1)
+        host = [np.asarray(x) for x in (*weights, task.sigma_yx, task.sigma_xx)]
+        ts = np.linspace(0.0, config["t1"], config["saves"])
+        per_trajectory, scipy_finals = _scipy_subset(*host, ts, count)
+        by_dtype, finals = {}, {}
+        for dtype in DTYPES:
+            peers = {}
+            for (d, name), (timing, out) in timed.items():
+                if d == dtype:
+                    with jax.enable_x64(dtype == "float64"):  # float64 arrays read with x64 on
+                        final, steps = _read(name, out)
+                    peers[name] = {**timing, **steps}
+                    if name == "linflow":
+                        finals[dtype] = final
+                    else:
+                        peers[name]["max_abs_diff_vs_linflow"] = max_abs_diff(final, finals[dtype])
+            peers["scipy_solve_ivp"] = {
+                "time_s": per_trajectory * b,
+                "extrapolated": True,
+                "subset": count,
+                "seconds_per_trajectory": per_trajectory,
+                "max_abs_diff_vs_linflow": max_abs_diff(scipy_finals, finals[dtype][:count]),
+                "note": f"RK45 float64, {count} trajectories timed one by one, scaled to B = {b}",
+            }
+            by_dtype[dtype] = {"peers": with_ratios(peers, work=b)}
         cases.append(
             {
                 "sizes": {
@@ -135,13 +166,15 @@ def run(config: dict, *, repeats: int, budget_s: float) -> dict:
                     "t1": config["t1"],
                     "saves": config["saves"],
                 },
-                "peers": with_ratios(peers, work=b),
+                "dtypes": by_dtype,
+                **dtype_comparison(by_dtype, finals),
             }
         )
     return {
-        "description": "batched gradient flow, B two-layer nets, Tsit5, float32 (SciPy float64)",
+        "description": "batched gradient flow, B two-layer nets, Tsit5, float32 (x64 off) and "
+        "float64 (x64 on) from the same start, the same tolerances in both (SciPy: float64)",
         "unit": "trajectories/s",
-        "dtype": "float32",
+        "dtypes": list(DTYPES),
         "rtol": RTOL,
         "atol": ATOL,
         "dt0_fixed": DT0,
@@ -151,7 +184,7 @@ def run(config: dict, *, repeats: int, budget_s: float) -> dict:
             "naive_diffrax_vmap": "jax.jit(jax.vmap(diffrax.diffeqsolve)), Tsit5 + PID each",
             "naive_diffrax_vmap_fixed": "jax.jit(jax.vmap(diffrax.diffeqsolve)), constant dt0",
             "scipy_solve_ivp": "scipy.integrate.solve_ivp RK45 per trajectory, on a subset, "
-            "extrapolated linearly to B (time_s is the extrapolation)",
+            "extrapolated linearly to B (time_s is the extrapolation); float64 in both columns",
         },
         "cases": cases,
     }

@@ -1,11 +1,12 @@
 r"""Workloads (a) and (c): full-batch gradient descent on linear networks (two layers unless a
 depth is given).
 
-Every peer runs the same update from the same float32 start,
+Every peer runs the same update from the same start (workload (a) in float32 and in float64,
+(c) in float32),
 $E = \Sigma_{yx} - W_2 W_1 \Sigma_{xx}$, $W_1 \mathrel{+}= \eta W_2^\top E$,
 $W_2 \mathrel{+}= \eta E W_1^\top$ (four $n^3$ products, $\approx 8n^3$ FLOPs per net and step;
 deeper nets run the same chain of products, see `_step`), and its final weights are compared
-with linflow's.
+with linflow's in the same dtype.
 """
 
 from __future__ import annotations
@@ -18,18 +19,22 @@ import linflow
 
 from ._common import (
     NOT_INSTALLED,
+    by_peer,
+    dtype_comparison,
     gd_step_flops,
+    in_x64,
     max_abs_diff,
     measure,
+    measure_peers,
     optional_torch,
-    small_weights,
-    square_task,
+    problem,
     torch_device,
     torch_sync,
     with_ratios,
 )
 
 LR = 0.01
+DTYPES = ("float32", "float64")
 
 
 def _step(weights, syx, sxx, lr, transpose):
@@ -77,58 +82,79 @@ def _steps_for(flops_per_step: float, target_flops: float, lo: int, hi: int) -> 
     return int(np.clip(round(target_flops / flops_per_step), lo, hi))
 
 
-def time_peers(
-    n: int, batch: tuple[int, ...], steps: int, *, repeats: int, budget_s: float, depth: int = 2
-):
-    """Time every GD peer on `steps` steps of `batch` nets of width `n` and `depth` (float32)."""
-    task = square_task(n, jnp.float32)
-    weights = small_weights(task, batch, depth=depth)
+def _calls(n: int, batch: tuple[int, ...], steps: int, dtype: str, depth: int):
+    """Each GD peer's call in `dtype` (run it under `in_x64`) and how to read its last layer."""
+    task, weights = problem(n, batch, dtype, depth=depth)
     syx, sxx = task.sigma_yx, task.sigma_xx
-    peers, finals = {}, {}
-
-    def run_linflow():
-        return linflow.gradient_descent(task, weights, steps=steps, lr=LR, save_every=steps)
-
-    peers["linflow"], traj = measure(run_linflow, repeats=repeats, budget_s=budget_s)
-    reference = traj.weights[-1][-1]
-
+    calls = {
+        "linflow": lambda: linflow.gradient_descent(
+            task, weights, steps=steps, lr=LR, save_every=steps
+        )
+    }
+    last = {"linflow": lambda traj: traj.weights[-1][-1]}
     host = [np.array(x) for x in (*weights, syx, sxx)]  # writable copies (torch needs them)
-    lr32 = np.float32(LR)
-    peers["numpy"], finals["numpy"] = measure(
-        lambda: _numpy_loop(tuple(host[:depth]), *host[depth:], lr32, steps),
-        repeats=repeats,
-        budget_s=budget_s,
-    )
+    lr = np.dtype(dtype).type(LR)
+    calls["numpy"] = lambda: _numpy_loop(tuple(host[:depth]), *host[depth:], lr, steps)
+    last["numpy"] = lambda out: out[-1]
     torch = optional_torch()
-    if torch is None:
-        peers["torch"] = dict(NOT_INSTALLED)
-    else:
-        device = torch_device(torch)
-        tensors = [torch.from_numpy(x).to(device) for x in host]
-        peers["torch"], out = measure(
+    if torch is not None:
+        tensors = [torch.from_numpy(x).to(torch_device(torch)) for x in host]
+        calls["torch"] = (
             lambda: _torch_loop(torch, tuple(tensors[:depth]), *tensors[depth:], LR, steps),
-            repeats=repeats,
-            budget_s=budget_s,
-            sync=torch_sync(torch),
+            torch_sync(torch),
         )
-        peers["torch"]["device"] = device
-        peers["torch"]["threads"] = torch.get_num_threads()
-        finals["torch"] = tuple(t.cpu().numpy() for t in out)
+        last["torch"] = lambda out: out[-1].cpu().numpy()
     if batch:
-        lr_array = jnp.asarray(LR, jnp.float32)
-        peers["naive_jax_vmap"], finals["naive_jax_vmap"] = measure(
-            lambda: _naive_jax_loop(weights, syx, sxx, lr_array, steps),
-            repeats=repeats,
-            budget_s=budget_s,
-        )
-    for name, final in finals.items():
-        peers[name]["max_abs_diff_vs_linflow"] = max_abs_diff(final[-1], reference)
+        lr_array = jnp.asarray(LR, dtype)
+        calls["naive_jax_vmap"] = lambda: _naive_jax_loop(weights, syx, sxx, lr_array, steps)
+        last["naive_jax_vmap"] = lambda out: out[-1]
+    return calls, last
+
+
+def time_peers(
+    n: int,
+    batch: tuple[int, ...],
+    steps: int,
+    *,
+    repeats: int,
+    budget_s: float,
+    depth: int = 2,
+    dtypes=("float32",),
+):
+    """Time every GD peer in every dtype on `steps` steps of `batch` nets of width `n` and
+    `depth`, from the same start, peer by peer (each in its dtypes one after the other)."""
+    calls, readers = {}, {}
+    for dtype in dtypes:
+        with jax.enable_x64(dtype == "float64"):
+            peer_calls, readers[dtype] = _calls(n, batch, steps, dtype, depth)
+        for name, call in peer_calls.items():
+            fn, sync = call if isinstance(call, tuple) else (call, jax.block_until_ready)
+            calls[dtype, name] = (in_x64(fn, dtype), sync)
+    timed = measure_peers(by_peer(calls), repeats=repeats, budget_s=budget_s)
     size = int(np.prod(batch))
     flops = gd_step_flops(n, depth) * size * steps
+    by_dtype, finals = {}, {}
+    for dtype in dtypes:
+        peers = {name: timed[dtype, name][0] for name in readers[dtype]}
+        with jax.enable_x64(dtype == "float64"):  # reading float64 arrays with x64 off rounds
+            finals[dtype] = np.asarray(readers[dtype]["linflow"](timed[dtype, "linflow"][1]))
+            for name, read in readers[dtype].items():
+                if name != "linflow":
+                    final = read(timed[dtype, name][1])
+                    peers[name]["max_abs_diff_vs_linflow"] = max_abs_diff(final, finals[dtype])
+        if "torch" in peers:
+            torch = optional_torch()
+            peers["torch"].update(device=torch_device(torch), threads=torch.get_num_threads())
+        else:
+            peers["torch"] = dict(NOT_INSTALLED)
+        by_dtype[dtype] = {
+            "flops_per_call": flops,
+            "peers": with_ratios(peers, work=size * steps, unit_gflop=flops / 1e9),
+        }
     return {
         "sizes": {"B": size, "d": n, "h": n, "m": n, "depth": depth, "steps": steps},
-        "flops_per_call": flops,
-        "peers": with_ratios(peers, work=size * steps, unit_gflop=flops / 1e9),
+        "dtypes": by_dtype,
+        **dtype_comparison(by_dtype, finals),
     }
 
 
@@ -141,10 +167,12 @@ def run_small(config: dict, *, repeats: int, budget_s: float) -> dict:
     cases = []
     for b, n, depth in grid:
         flops = gd_step_flops(n, depth) * b
-        # At least 20 steps, so that a call's fixed cost (input checks, assembling the
+        # At least `min_steps`, so that a call's fixed cost (input checks, assembling the
         # trajectory) weighs as little as in a real run of hundreds of steps.
-        steps = _steps_for(flops, config["target_flops"], 20, 200)
-        case = time_peers(n, (b,), steps, repeats=repeats, budget_s=budget_s, depth=depth)
+        steps = _steps_for(flops, config["target_flops"], config["min_steps"], 200)
+        case = time_peers(
+            n, (b,), steps, repeats=repeats, budget_s=budget_s, depth=depth, dtypes=DTYPES
+        )
         case["sweep"] = [
             name
             for name, hit in (
@@ -156,9 +184,10 @@ def run_small(config: dict, *, repeats: int, budget_s: float) -> dict:
         ]
         cases.append(case)
     return {
-        "description": "batched full-batch GD, B nets (depth 2 unless stated), d = h = m, float32",
+        "description": "batched full-batch GD, B nets (depth 2 unless stated), d = h = m, "
+        "float32 (x64 off) and float64 (x64 on) from the same start",
         "unit": "net-steps/s",
-        "dtype": "float32",
+        "dtypes": list(DTYPES),
         "lr": LR,
         "peers": {
             "linflow": "linflow.gradient_descent (one jitted lax.scan, save_every=steps)",
@@ -186,6 +215,7 @@ def run_wide(config: dict, *, repeats: int, budget_s: float) -> dict:
     for n in config["widths"]:
         steps = _steps_for(gd_step_flops(n), config["target_flops"], 3, 100)
         case = time_peers(n, (), steps, repeats=repeats, budget_s=budget_s)
+        case = {"sizes": case["sizes"], **case["dtypes"]["float32"]}
         for timing in case["peers"].values():
             if "gflop_per_s" in timing:
                 timing["fraction_of_peak"] = timing["gflop_per_s"] / peak["gflop_per_s"]

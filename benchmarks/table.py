@@ -1,4 +1,5 @@
-"""Print Markdown tables from a results JSON: `python -m benchmarks.table [PATH]`.
+"""Print Markdown tables from a results JSON:
+`python -m benchmarks.table [PATH] [--markdown-out benchmarks/results/TABLES.md]`.
 
 Each timing cell is the best time of the repeats, with peer time / linflow time in brackets
 (above 1x, linflow is faster); linflow's cell shows its first-call overhead (compilation) instead.
@@ -6,20 +7,25 @@ Each timing cell is the best time of the repeats, with peer time / linflow time 
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
 
 TITLES = {
     "gd_small": "(a) batched GD on tiny nets",
     "flow": "(b) batched gradient flow",
     "wide": "(c) one wide net",
     "modes": "(d) decoupled scalar modes",
+    "implicit": "(f) implicit solver (Kvaerno5) against the batch",
 }
 SIZE_KEYS = ("B", "N", "d", "depth", "steps", "T")
 
 
 def _time(seconds: float) -> str:
+    if seconds >= 100:
+        return f"{seconds:.0f} s"
     if seconds >= 1:
         return f"{seconds:.2f} s"
     return f"{seconds * 1e3:.3g} ms"
@@ -38,23 +44,104 @@ def _cell(timing: dict) -> str:
     return text + (" *" if timing.get("extrapolated") else "")
 
 
+def _size_text(case: dict) -> str:
+    return ", ".join(f"{k}={case['sizes'][k]:g}" for k in SIZE_KEYS if k in case["sizes"])
+
+
 def _timing_table(name: str, workload: dict) -> list[str]:
-    peers = list(dict.fromkeys(p for case in workload["cases"] for p in case["peers"]))
+    """One row per case, or per case and dtype (float32 above float64) with linflow's
+    float64 / float32 time ratio in the last column."""
+    cases = workload["cases"]
+    by_dtype = "dtypes" in cases[0]
+    blocks = [
+        (case, dtype, block["peers"])
+        for case in cases
+        for dtype, block in (case["dtypes"].items() if by_dtype else [(None, case)])
+    ]
+    peers = list(dict.fromkeys(p for _, _, block in blocks for p in block))
+    head = ["sizes", *(["dtype"] if by_dtype else []), *peers]
+    head += ["linflow float64 / float32"] if by_dtype else []
     lines = [
         f"**{TITLES[name]}** ({workload['description']})",
         "",
-        "| sizes | " + " | ".join(peers) + " |",
-        "| --- " * (len(peers) + 1) + "|",
+        "| " + " | ".join(head) + " |",
+        "| --- " * len(head) + "|",
     ]
-    for case in workload["cases"]:
-        sizes = ", ".join(f"{k}={case['sizes'][k]:g}" for k in SIZE_KEYS if k in case["sizes"])
-        cells = [_cell(case["peers"].get(p, {})) for p in peers]
-        lines.append(f"| {sizes} | " + " | ".join(cells) + " |")
-    if any(t.get("extrapolated") for c in workload["cases"] for t in c["peers"].values()):
+    for i, (case, dtype, block) in enumerate(blocks):
+        first = i == 0 or blocks[i - 1][0] is not case
+        cells = [_size_text(case) if first else "", *([dtype] if by_dtype else [])]
+        cells += [_cell(block.get(p, {})) for p in peers]
+        if by_dtype:
+            ratio = case.get("float64_over_float32", {}).get("linflow")
+            cells.append(f"{ratio:.2f}x" if ratio and dtype == "float64" else "")
+        lines.append("| " + " | ".join(cells) + " |")
+    if any(t.get("extrapolated") for _, _, block in blocks for t in block.values()):
         lines += ["", "\\* timed on a subset of trajectories and extrapolated linearly to B."]
     if "numpy_matmul_peak" in workload:
         peak = workload["numpy_matmul_peak"]
         lines += ["", f"NumPy {peak['n']}² matmul peak: {peak['gflop_per_s']:.0f} GFLOP/s."]
+    return lines + [""]
+
+
+def _bytes(n: float) -> str:
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:.3g} {unit}"
+    return f"{n:g} B"
+
+
+def _old_cell(timing: dict) -> str:
+    """The whole-batch solve: measured, or the range of its two extrapolations."""
+    if not timing.get("extrapolated"):
+        return _cell(timing)
+    return f"{_time(timing['time_s'])} to {_time(timing['cubic_from_largest_s'])} *"
+
+
+def _implicit_table(workload: dict) -> list[str]:
+    """Per-initialisation Kvaerno5 against Tsit5 and the old whole-batch solve, then the
+    whole-batch solve's measured growth."""
+    lines = [
+        f"**{TITLES['implicit']}** ({workload['description']}; "
+        f"rtol={workload['rtol']:g}, atol={workload['atol']:g}; "
+        f"BLAS threads: {workload.get('blas_threads', 'default')})",
+        "",
+        "| B | Kvaerno5, per initialisation (linflow) | Tsit5 (linflow default) "
+        "| Kvaerno5, whole batch as one state (old) | its Jacobian "
+        "| max abs diff Kvaerno5 vs Tsit5 |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for case in workload["cases"]:
+        peers = case["peers"]
+        whole = peers["whole_batch_kvaerno5"]
+        steps = f", {peers['linflow']['num_steps_max']} steps"
+        lines.append(
+            f"| {case['sizes']['B']} | {_cell(peers['linflow'])}{steps} "
+            f"| {_cell(peers['linflow_tsit5'])}, {peers['linflow_tsit5']['num_steps']} steps "
+            f"| {_old_cell(whole)} | {_bytes(whole['jacobian_bytes'])} "
+            f"| {case['max_abs_diff_kvaerno5_vs_tsit5']:.2g} |"
+        )
+    lines += [
+        "",
+        "Ratios are time / Kvaerno5-per-initialisation time (above 1x: the per-initialisation "
+        "solve is faster).",
+    ]
+    if any(c["peers"]["whole_batch_kvaerno5"].get("extrapolated") for c in workload["cases"]):
+        lines[-1] += (
+            f" \\* extrapolated, not measured: from {workload['extrapolation']}, to cubic "
+            "growth (a dense LU) from the largest measured batch."
+        )
+    lines += [
+        "",
+        "| whole-batch Kvaerno5 (old): B | time | compile | steps | Jacobian "
+        "| max abs diff vs Tsit5 |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for point in workload["whole_batch"]["points"]:
+        lines.append(
+            f"| {point['B']} | {_time(point['time_s'])} | {point['compile_s']:.1f} s "
+            f"| {point['num_steps']} | {_bytes(point['jacobian_bytes'])} "
+            f"| {point['max_abs_diff_vs_tsit5']:.2g} |"
+        )
     return lines + [""]
 
 
@@ -86,20 +173,36 @@ def markdown(report: dict) -> str:
         + (f" Note: {report['note']}" if report.get("note") else ""),
         "",
     ]
+    tables = {"agreement": _agreement_table, "implicit": _implicit_table}
     for name, workload in report["workloads"].items():
-        lines += (
-            _agreement_table(workload) if name == "agreement" else _timing_table(name, workload)
-        )
+        if name in tables:
+            lines += tables[name](workload)
+        elif name in TITLES:
+            lines += _timing_table(name, workload)
     return "\n".join(lines)
 
 
+def _suite_results() -> Path:
+    """The first default-size suite results JSON in benchmarks/results/."""
+    for path in sorted(RESULTS.glob("*.json")):
+        if not path.stem.endswith(("_quick", "_test")) and "workloads" in json.loads(
+            path.read_text()
+        ):
+            return path
+    raise SystemExit(f"no suite results in {RESULTS}: run `python -m benchmarks` first")
+
+
 def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv:
-        path = Path(argv[0])
-    else:
-        path = min(Path(__file__).parent.joinpath("results").glob("*.json"))
-    print(markdown(json.loads(path.read_text())))
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.table", description="Markdown tables of a results JSON."
+    )
+    parser.add_argument("path", nargs="?", type=Path, help="results JSON (default: the suite's)")
+    parser.add_argument("--markdown-out", type=Path, help="also write the tables to this file")
+    args = parser.parse_args(argv)
+    text = markdown(json.loads((args.path or _suite_results()).read_text()))
+    print(text)
+    if args.markdown_out is not None:
+        args.markdown_out.write_text(text + "\n")
     return 0
 
 

@@ -221,7 +221,8 @@ def gradient_descent(
     - `optimizer`: an `optax.GradientTransformation` (e.g. `optax.adam(1e-2)`) or
       `optax.MultiSteps`.
     - `batch_size`: minibatch size for SGD, with `key` (a `jax.random` key) for the shuffling.
-    - `progress`: show a progress bar (runs the scan in chunks; same result; eager calls only).
+    - `progress`: show a progress bar (runs the scan in chunks; same result; eager calls only),
+      or a callable `progress(fraction)` called with the fraction of steps done after each chunk.
     - `throw`: raise if the weights diverge (otherwise `stats["diverged"]` flags them).
 
     **Returns:** a `Trajectory` with `unit = "steps"`, `ts = 0, save_every, ..., steps` and the
@@ -282,7 +283,9 @@ def gradient_descent(
     state = (weights0, opt_state, step)
     run = dict(n_saves=n_saves, save_every=save_every)
     if progress:
-        weights = run_in_chunks(descent, state, fn, n_saves=n_saves, save_every=save_every)
+        weights = run_in_chunks(
+            descent, state, fn, n_saves=n_saves, save_every=save_every, progress=progress
+        )
     else:
         _, weights = run_saves(descent, state, jnp.asarray(0), length=n_saves + 1, **run)
     diverged = diverged_per_start(weights, n_batch)
@@ -307,12 +310,12 @@ def gradient_descent(
     )
 
 
-def run_in_chunks(stepper, state, fn: str, *, n_saves: int, save_every: int):
-    """`run_saves` in chunks under a progress bar, written into one preallocated trajectory
-    (so the peak memory stays about one trajectory)."""
+def run_in_chunks(stepper, state, fn: str, *, n_saves: int, save_every: int, progress=True):
+    """`run_saves` in chunks under a progress bar (or reporting to the callable `progress`),
+    written into one preallocated trajectory (so the peak memory stays about one trajectory)."""
     weights = jax.tree.map(lambda w: jnp.empty((n_saves + 1, *w.shape), w.dtype), state[0])
     first = 0
-    with progress_bar(True, n_saves * save_every, fn) as bar:
+    with progress_bar(progress, n_saves * save_every, fn) as bar:
         for length in _chunk_sizes(n_saves + 1):
             state, block = run_saves(
                 stepper,

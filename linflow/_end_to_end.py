@@ -41,7 +41,9 @@ def preconditioned_gradient(w: Array, grad: Array, depth: int) -> Array:
     Computed in the singular bases of $W = U S V^\top$ (full $U$, $V$): the sum is
     $U (F \odot U^\top G V) V^\top$ with
     $F_{ik} = \sum_j s_i^{2(j-1)/N} s_k^{2(N-j)/N}$ and $0^0 = 1$, so the powers $0$ are exact
-    identities.
+    identities. Singular values below $\max(m, d)\,\epsilon\, s_1$ (rounding level) count as
+    zero, so an exactly rank-deficient $W$ gets the velocity of its rank (raised to the powers
+    $2j/N$, rounding errors would add about $\epsilon^{2/N}$).
 
     **Arguments:** `w` the end-to-end matrix $W$ and `grad` $G = \nabla\ell(W)$, both
     `(*batch, m, d)`; `depth` $N \ge 1$.
@@ -62,6 +64,10 @@ def preconditioned_gradient(w: Array, grad: Array, depth: int) -> Array:
         return grad
     m, d = w.shape[-2:]
     u, s, vt = jnp.linalg.svd(w, full_matrices=True)
+    # Singular values at rounding level are zeros of an exactly rank-deficient W: raised to the
+    # powers 2j/N they would add ~eps^(2/N) to the velocity.
+    rounding = max(m, d) * jnp.finfo(s.dtype).eps * s[..., :1]
+    s = jnp.where(s > rounding, s, 0.0)
     k = s.shape[-1]
     s_left = jnp.concatenate([s, jnp.zeros((*s.shape[:-1], m - k), s.dtype)], axis=-1)
     s_right = jnp.concatenate([s, jnp.zeros((*s.shape[:-1], d - k), s.dtype)], axis=-1)
@@ -126,6 +132,13 @@ def end_to_end_flow(
     (Arora, Cohen & Hazan 2018, Thm 1). For a balanced start this is exactly the product of
     the layer-wise gradient flow (`linflow.gradient_flow`), with $N$ matrices of any widths
     traded for one; $N = 1$ is plain gradient flow on $W$. Solved by `linflow.gradient_flow`.
+
+    The right-hand side is not Lipschitz where $W$ is rank-deficient: $(WW^\top)^{1/N}$ has the
+    eigenvalues $\sigma^{2/N}$, of infinite slope at $\sigma = 0$ for $N \ge 3$. A solver's error
+    of relative size `rtol` in a vanishing singular value therefore changes the velocity by
+    about $\mathrm{rtol}^{2/N}$, so a product that starts (or stays) at low rank is resolved
+    only to that accuracy. The closed forms (`linflow.exact_flow`, `linflow.deep_mode`) have no such
+    limit.
 
     **Arguments:**
 

@@ -4,6 +4,10 @@ r"""The `linflow` command line (also `python -m linflow`).
 Ganguli (2019) with all three engines, and writes `modes.png`, `loss.png` and
 `summary.json` to `DIR`, checking the engines against each other and against the closed forms.
 `linflow run CONFIG.toml` runs a sweep (see `linflow._sweep`), `linflow plot RESULTS_DIR` draws it.
+
+JAX is imported only by the command that needs it, so `linflow --help` and `--version` answer
+at once. Every error a user can cause (a bad config or folder, a damaged result file) is
+reported in one line on stderr, naming the file or key, with exit status 2.
 """
 
 from __future__ import annotations
@@ -11,20 +15,16 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
-from . import plot
-from ._descent import gradient_descent
-from ._exact import exact_flow, saxe_deep, shallow, time_to_learn
-from ._flow import gradient_flow
-from ._init import init_weights
-from .tasks import saxe_hierarchy
+from . import __version__
+from ._config import schema_help
 
 _LR = 0.01
 _TAU = 1.0 / _LR  # gradient flow time then counts gradient-descent steps
@@ -51,12 +51,27 @@ _NETWORKS = {
 _ENGINE_NAMES = {"gd": "gradient descent", "flow": "gradient flow", "exact": "exact flow"}
 _PAIRS = (("gd", "flow"), ("flow", "exact"), ("gd", "exact"))
 
+_RUN_EPILOG = """\
+Sharing the work: --part K/N runs chunks K, K+N, K+2N, ... (in file order) of the sweep, so N
+jobs (on one machine or many sharing the folder) together write the files of one run. In a
+SLURM job array, K/N come from SLURM_ARRAY_TASK_ID and SLURM_ARRAY_TASK_COUNT when --part is
+not given. A folder belongs to one config: a run of another config into it fails at once.
 
-def main(argv=None) -> int:
-    """Entry point of the `linflow` script; `argv` defaults to `sys.argv[1:]`."""
-    parser = argparse.ArgumentParser(
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line on stderr (exit status 2)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(
         prog="linflow", description="Learning dynamics of deep linear networks in JAX."
     )
+    parser.add_argument("--version", action="version", version=f"linflow {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser(
         "demo",
@@ -75,11 +90,31 @@ def main(argv=None) -> int:
         "run",
         help="run a sweep described by a TOML config (resumable, sharded over devices)",
         description="Run every (scheme, scale) of CONFIG over its batch of initialisations, "
-        "written in chunks to the results folder; rerun to resume after an interruption.",
+        "written in verified chunks to the results folder; rerun to resume after an "
+        "interruption (damaged chunks are computed again).",
+        epilog=_RUN_EPILOG + schema_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run.add_argument("config", type=Path, help="the sweep's TOML file")
     run.add_argument(
         "--out", type=Path, default=None, help="results folder (default: CONFIG without .toml)"
+    )
+    run.add_argument(
+        "--part",
+        default=None,
+        metavar="K/N",
+        help="run only share K of N of the chunks (1 <= K <= N)",
+    )
+    run.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="delete the folder's results first if they belong to a different config",
+    )
+    run.add_argument(
+        "--memory",
+        default=None,
+        metavar="SIZE",
+        help="memory a chunk may use, e.g. 8G or 500M (default: half the free memory)",
     )
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     plot_parser = commands.add_parser(
@@ -91,59 +126,167 @@ def main(argv=None) -> int:
     plot_parser.add_argument(
         "--out", type=Path, default=None, help="folder for the figures (default: RESULTS_DIR)"
     )
-    args = parser.parse_args(argv)
-    if args.command == "demo":
-        _demo(args.out)
-    elif args.command == "run":
-        return _run(args.config, args.out, not args.no_progress)
-    else:
-        _plot(args.results, args.out or args.results)
+    return parser
+
+
+def main(argv=None) -> int:
+    """Entry point of the `linflow` script; `argv` defaults to `sys.argv[1:]`."""
+    args = _parser().parse_args(argv)
+    try:
+        with warnings.catch_warnings():
+            warnings.showwarning = lambda message, *_, **__: print(
+                f"linflow {args.command}: warning: {message}", file=sys.stderr
+            )
+            if args.command == "demo":
+                from ._folder import make_folder
+
+                make_folder(args.out)  # before the computation, not after it
+                _demo(args.out)
+            elif args.command == "run":
+                _run(args)
+            else:
+                _plot(args.results, args.out or args.results)
+    except (ValueError, OSError, RuntimeError, MemoryError) as error:
+        print(f"linflow {args.command}: {_one_line(error)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        again = "; run it again to resume" if args.command == "run" else ""
+        print(f"linflow {args.command}: interrupted{again}", file=sys.stderr)
+        return 130
     return 0
 
 
-def _run(config_path: Path, out: Path | None, progress: bool) -> int:
-    """`linflow run`: a bad config or setting is reported in one line, without a traceback."""
+def _one_line(error: BaseException) -> str:
+    """An exception as one line: `FILE: reason` for an OS error, bullet lines joined by `;`."""
+    if isinstance(error, OSError) and error.filename is not None:
+        return f"{error.filename}: {error.strerror or error}"
+    if isinstance(error, MemoryError):
+        return "out of memory; set a smaller [output] chunk or --memory"
+    lines = [line.strip().removeprefix("- ") for line in str(error).splitlines()]
+    lines = [line for line in lines if line]
+    return "; ".join(lines) or type(error).__name__
+
+
+def _run(args) -> None:
+    """`linflow run`: check the command line, then `run_sweep`."""
+    config = args.config
+    if args.out is None:
+        if config.suffix != ".toml":
+            raise ValueError(
+                f"{config}: the results folder is named after a CONFIG ending in .toml; "
+                "give one, or pass --out"
+            )
+        out = config.with_suffix("")
+    else:
+        out = args.out
+    part = _part(args.part)
+    memory = None if args.memory is None else _size(args.memory)
     from ._sweep import run_sweep
 
-    out = config_path.with_suffix("") if out is None else out
+    done = run_sweep(
+        config,
+        out,
+        part=part,
+        overwrite=args.overwrite,
+        memory=memory,
+        progress=not args.no_progress,
+    )
+    share = "" if part is None else f" (part {part[0]}/{part[1]})"
+    again = f", {len(done['recomputed'])} of them damaged before" if done["recomputed"] else ""
+    print(
+        f"{out}: {len(done['computed'])} chunks computed{again}, "
+        f"{len(done['skipped'])} already done{share}"
+    )
+
+
+def _part(text: str | None) -> tuple[int, int] | None:
+    """`--part K/N`, or the share of a SLURM job array, or None (all chunks)."""
+    if text is not None:
+        k, _, n = text.partition("/")
+        if not (k.isdigit() and n.isdigit() and 1 <= int(k) <= int(n)):
+            raise ValueError(f"--part {text}: must be K/N with 1 <= K <= N, e.g. 2/3")
+        return int(k), int(n)
+    env = os.environ
+    if "SLURM_ARRAY_TASK_ID" not in env or "SLURM_ARRAY_TASK_COUNT" not in env:
+        return None
     try:
-        done = run_sweep(config_path, out, progress=progress)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"linflow run: {error}", file=sys.stderr)
-        return 2
-    print(f"{out}: {len(done['computed'])} chunks computed, {len(done['skipped'])} already done")
-    return 0
+        task, count = int(env["SLURM_ARRAY_TASK_ID"]), int(env["SLURM_ARRAY_TASK_COUNT"])
+        first = int(env.get("SLURM_ARRAY_TASK_MIN", "0"))
+        step = int(env.get("SLURM_ARRAY_TASK_STEP", "1"))
+    except ValueError:
+        raise ValueError("SLURM_ARRAY_TASK_* variables must be integers") from None
+    k = (task - first) // max(step, 1) + 1
+    if not 1 <= k <= count or (task - first) % max(step, 1):
+        raise ValueError(
+            f"SLURM_ARRAY_TASK_ID={task} is not one of {count} evenly spaced tasks from "
+            f"SLURM_ARRAY_TASK_MIN={first}; pass --part K/N"
+        )
+    return k, count
+
+
+def _size(text: str) -> int:
+    """`--memory`: bytes, or a number with a unit K, M, G, T (powers of 1024; `iB`/`B` ok)."""
+    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    number = text.strip().upper().removesuffix("B").removesuffix("I")
+    unit = number[-1:] if number[-1:] in units else ""
+    try:
+        value = float(number[: len(number) - len(unit)]) * units[unit]
+    except ValueError:
+        value = 0
+    if not value >= 1:
+        raise ValueError(f"--memory {text}: must be a size such as 8G, 500M or 2000000000")
+    return int(value)
 
 
 def _plot(results: Path, out: Path) -> None:
     """`linflow plot`: loss, mode strengths and learning times of every (scheme, scale)."""
     from matplotlib.figure import Figure
 
+    from . import plot
+    from ._folder import make_folder
     from ._sweep import load_sweep
 
     sweep = load_sweep(results)
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out)
+    missing = sum(len(r["missing"]) for r in sweep)
+    if missing:
+        example = next(r["missing"][0] for r in sweep if r["missing"])
+        warnings.warn(f"{results}: {missing} chunk file(s) missing (e.g. {example})")
+    drawn = [r for r in sweep if "ts" in r]
+    if not drawn:
+        raise ValueError(f"{results}: no chunk files yet; nothing to plot")
     figures = {}
-    if all("loss" in r for r in sweep):
+    if "loss" in drawn[0]:
         figure = Figure(figsize=(7, 4.5), layout="constrained")
         plot.sweep_loss(sweep, ax=figure.subplots())
         figures["loss.png"] = figure
-    for name, draw in (
-        ("modes.png", plot.sweep_mode_strengths),
-        ("learning_times.png", plot.sweep_learning_times),
+    for name, key, draw in (
+        ("modes.png", "mode_strengths", plot.sweep_mode_strengths),
+        ("learning_times.png", "learning_times", plot.sweep_learning_times),
     ):
-        key = "mode_strengths" if name == "modes.png" else "learning_times"
-        if all(key in r for r in sweep):
-            figure = Figure(figsize=(5 * len(sweep), 4), layout="constrained")
-            for ax, result in zip(np.atleast_1d(figure.subplots(1, len(sweep))), sweep):
+        if key in drawn[0]:
+            figure = Figure(figsize=(5 * len(drawn), 4), layout="constrained")
+            for ax, result in zip(np.atleast_1d(figure.subplots(1, len(drawn))), drawn):
                 draw(result, ax=ax)
             figures[name] = figure
+    if missing:
+        total = missing + sum(r["chunks"] for r in sweep)
+        for figure in figures.values():
+            figure.suptitle(
+                f"incomplete sweep: {missing} of {total} chunk files missing", color="red"
+            )
     for name, figure in figures.items():
         figure.savefig(out / name, dpi=110)
         print(f"wrote {out / name}")
 
 
 def _demo(out: Path) -> None:
+    import jax
+
+    from ._exact import saxe_deep, shallow, time_to_learn
+    from ._init import init_weights
+    from .tasks import saxe_hierarchy
+
     # float64 throughout, so that flow and exact solution agree to the solver tolerance; the
     # context manager leaves the caller's configuration untouched.
     print(
@@ -207,6 +350,10 @@ def _demo(out: Path) -> None:
 def _run_engines(network: str, task, weights0) -> dict:
     """Trajectories of the three engines (or why `exact_flow` has none), with wall times; one
     printed line per engine."""
+    from ._descent import gradient_descent
+    from ._exact import exact_flow
+    from ._flow import gradient_flow
+
     runs = {"first_call_s": {}, "wall_time_s": {}}
     engines = {
         "gd": lambda: gradient_descent(
@@ -251,6 +398,8 @@ def _no_closed_form(message: str) -> tuple[list[str], str]:
 
 def _timed(fn):
     """`(seconds, result)` of calling `fn`, waiting for JAX to finish."""
+    import jax
+
     start = time.perf_counter()
     result = jax.block_until_ready(fn())
     return time.perf_counter() - start, result
@@ -302,6 +451,8 @@ def _network_summary(task, runs, prediction, analytic) -> dict:
 def _write(out: Path, task, runs, analytic, summary) -> list[Path]:
     """Write `modes.png`, `loss.png` (one panel per network) and `summary.json`."""
     from matplotlib.figure import Figure
+
+    from . import plot
 
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / "modes.png", out / "loss.png", out / "summary.json"]
@@ -370,4 +521,6 @@ def _floats(x) -> list[float]:
 
 def _max_abs(a, b) -> float:
     """Largest absolute difference over time, batch and entries."""
+    import jax.numpy as jnp
+
     return float(jnp.max(jnp.abs(a - b)))

@@ -378,7 +378,25 @@ _SWEEP_TIME = "time $t$ (gradient-descent steps, or gradient-flow time)"
 
 
 def _sweep_label(result) -> str:
-    return f"{result['scheme']}, scale {result['scale']:g}"
+    """`scheme, scale s` (text, never mathtext), marked when chunk files are missing."""
+    label = f"{result['scheme']}, scale {result['scale']:g}".replace("$", r"\$")
+    return label if result.get("complete", True) else label + " (incomplete)"
+
+
+def _note_incomplete(ax, results) -> None:
+    """Say on the axes how many chunk files of the sweep are missing, if any."""
+    missing = sum(len(r.get("missing", ())) for r in results)
+    if missing:
+        ax.text(
+            0.5,
+            0.98,
+            f"incomplete: {missing} chunk file(s) missing",
+            transform=ax.transAxes,
+            ha="center",
+            va="top",
+            color="red",
+            fontsize="small",
+        )
 
 
 def sweep_loss(results, *, ax=None):
@@ -396,13 +414,14 @@ def sweep_loss(results, *, ax=None):
     ```
     """
     ax = _axes(ax)
-    results = [r for r in results if "loss" in r]
-    for i, result in enumerate(results):
+    drawn = [r for r in results if "loss" in r]
+    for i, result in enumerate(drawn):
         _band(ax, result["ts"], result["loss"], f"C{i % 10}", _sweep_label(result))
     ax.set_yscale("log")
     ax.set_xlabel(_SWEEP_TIME)
     ax.set_ylabel("loss $L$")
-    _band_legend(ax, results[0]["loss"].shape[1] if results else 0)
+    _band_legend(ax, drawn[0]["loss"].shape[1] if drawn else 0)
+    _note_incomplete(ax, results)
     return ax
 
 
@@ -447,6 +466,7 @@ def sweep_mode_strengths(result, *, ax=None):
         bbox_to_anchor=(0.5, -0.18),
         frameon=False,
     )
+    _note_incomplete(ax, [result])
     return ax
 
 
@@ -492,4 +512,5 @@ def sweep_learning_times(result, *, ax=None, bins=40):
     ax.set_ylabel(f"initialisations (of {times.shape[0]})")
     ax.set_title(_sweep_label(result))
     ax.legend(fontsize="small")
+    _note_incomplete(ax, [result])
     return ax

@@ -6,9 +6,17 @@ from typing import ClassVar
 
 import equinox as eqx
 import jax.numpy as jnp
-import numpy as np
 
-from .base import ClosedForm, max_abs, time_axis, whitened_reason
+from .base import (
+    WHITENED,
+    DepthForm,
+    max_abs,
+    off_diagonal,
+    per_init_size,
+    safe_norm,
+    time_axis,
+    whitened_condition,
+)
 from .scalar import scalar_mode
 
 
@@ -19,8 +27,8 @@ def _mode_vectors(U, V, w1, w2):
 
 def _directions(a, b):
     r"""Unit vector $r^i$ of each mode: along the longer of $a^i, b^i$ (zero if both vanish)."""
-    na = jnp.linalg.norm(a, axis=-2, keepdims=True)
-    nb = jnp.linalg.norm(b, axis=-2, keepdims=True)
+    na = safe_norm(a, axis=-2, keepdims=True)
+    nb = safe_norm(b, axis=-2, keepdims=True)
     longer, norm = jnp.where(na >= nb, a, b), jnp.maximum(na, nb)
     return jnp.where(norm > 0, longer / jnp.where(norm > 0, norm, 1.0), 0.0)
 
@@ -39,7 +47,7 @@ def _aligned_two_layer(task, weights, ts, tau):
     return w1, w2
 
 
-class AlignedTwoLayer(ClosedForm):
+class AlignedTwoLayer(DepthForm):
     r"""Two layers, $\Sigma_{xx} = I$, aligned start (Saxe, McClelland & Ganguli 2014).
 
     From Saxe, McClelland & Ganguli (2014), "Exact solutions to the nonlinear dynamics of
@@ -49,45 +57,48 @@ class AlignedTwoLayer(ClosedForm):
     $b^i = W_2^\top u^i$ of an aligned start are parallel within a mode and orthogonal
     between modes, $a^i = a_i r^i$, $b^i = b_i r^i$. The flow then keeps $r^i$ fixed and each
     pair follows $\tau\dot a_i = (s_i - a_i b_i) b_i$, $\tau\dot b_i = (s_i - a_i b_i) a_i$,
-    solved by `scalar_mode`; so $W_1(t) = \sum_i a_i(t)\, r^i v^{i\top}$ and
-    $W_2(t) = \sum_i b_i(t)\, u^i r^{i\top}$.
+    solved by `scalar_mode` for any imbalance $b_i^2 - a_i^2$ (one per mode); so
+    $W_1(t) = \sum_i a_i(t)\, r^i v^{i\top}$ and $W_2(t) = \sum_i b_i(t)\, u^i r^{i\top}$.
 
-    Conditions (to relative tolerance `rtol`): depth 2; $\Sigma_{xx} = I$; $W_1$ vanishes
-    outside the span of $V$ and $W_2$ outside the span of $U$; the Gram matrices
+    Conditions (to relative tolerance `rtol`, per initialisation): depth 2; $\Sigma_{xx} = I$;
+    $W_1$ vanishes outside the span of $V$ and $W_2$ outside the span of $U$; the Gram matrices
     $\bar W_1^\top \bar W_1$, $\bar W_2 \bar W_2^\top$, $\bar W_2 \bar W_1$ are diagonal; and
     $a^i \parallel b^i$ for each mode.
     """
 
     name: ClassVar[str] = "aligned two-layer"
+    min_depth: ClassVar[int] = 2
+    max_depth: ClassVar[int] = 2
 
-    def check(self, task, weights, rtol):
-        if len(weights) != 2:
-            return f"needs depth 2, got depth {len(weights)}"
-        reason = whitened_reason(task, rtol)
-        if reason is not None:
-            return reason
-        U, _, V = (np.asarray(x, np.float64) for x in task.modes())
+    def conditions(self, task, weights, rtol):
+        U, _, V = task.modes()
         w1, w2 = weights
-        size = max(max_abs(w1), max_abs(w2), np.finfo(np.float64).tiny)
-        a, b = (np.asarray(x) for x in _mode_vectors(U, V, w1, w2))
-        if (
-            max_abs(w1 - (a @ V.T)) > rtol * size
-            or max_abs(w2 - U @ np.swapaxes(b, -1, -2)) > rtol * size
-        ):
-            return (
+        size = per_init_size(w1, w2)
+        a, b = _mode_vectors(U, V, w1, w2)
+        inside = jnp.maximum(max_abs(w1 - a @ V.T), max_abs(w2 - U @ jnp.swapaxes(b, -1, -2)))
+        at, bt = jnp.swapaxes(a, -1, -2), jnp.swapaxes(b, -1, -2)
+        r = _directions(a, b)
+        parallel = jnp.maximum(
+            *(max_abs(x - jnp.sum(x * r, axis=-2, keepdims=True) * r) for x in (a, b))
+        )
+        out = [
+            (WHITENED, whitened_condition(task, rtol)),
+            (
                 "not aligned: W1 (W2) has weight outside the span of the task's input (output) "
-                "modes"
-            )
-        at, bt = np.swapaxes(a, -1, -2), np.swapaxes(b, -1, -2)
+                "modes",
+                inside <= rtol * size,
+            ),
+        ]
         for name, gram in (("W1 V", at @ a), ("U^T W2", bt @ b), ("U^T W2 W1 V", bt @ a)):
-            if max_abs(gram - gram * np.eye(gram.shape[-1])) > rtol * size**2:
-                return f"not aligned: {name} is not diagonal in the task's modes"
-        r = np.asarray(_directions(a, b))
-        for vectors in (a, b):
-            along = np.sum(vectors * r, axis=-2, keepdims=True) * r
-            if max_abs(vectors - along) > rtol * size:
-                return "not aligned: the input and output vectors of a mode are not parallel"
-        return None
+            message = f"not aligned: {name} is not diagonal in the task's modes"
+            out.append((message, off_diagonal(gram) <= rtol * size**2))
+        out.append(
+            (
+                "not aligned: the input and output vectors of a mode are not parallel",
+                parallel <= rtol * size,
+            )
+        )
+        return out
 
     def solve(self, task, weights, ts, tau, rtol):
         return _aligned_two_layer(task, weights, ts, tau)
