@@ -45,6 +45,9 @@ if _typing.TYPE_CHECKING:
     from ._exact import shallow as shallow
     from ._exact import time_to_learn as time_to_learn
     from ._flow import gradient_flow as gradient_flow
+    from ._generalization import generalization_curve as generalization_curve
+    from ._generalization import optimal_stopping_time as optimal_stopping_time
+    from ._generalization import sample_generalization_curve as sample_generalization_curve
     from ._init import SCHEMES as SCHEMES
     from ._init import init_weights as init_weights
     from ._kernels import ntk as ntk
@@ -79,6 +82,7 @@ if _typing.TYPE_CHECKING:
     from ._phase import fixed_points as fixed_points
     from ._phase import scalar_pair as scalar_pair
     from ._saddle import saddle_to_saddle as saddle_to_saddle
+    from ._sharpness import sharpness as sharpness
     from ._sweep import load_config as load_config
     from ._sweep import load_sweep as load_sweep
     from ._sweep import run_sweep as run_sweep

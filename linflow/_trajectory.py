@@ -10,6 +10,7 @@ from jaxtyping import Array
 
 from ._checks import check_fractions
 from ._loss import _loss, lift, product
+from ._sharpness import trajectory_sharpness
 from ._task import Task
 
 _UNITS = ("time", "steps")
@@ -114,6 +115,23 @@ class Trajectory(eqx.Module):
             jnp.swapaxes(upper, -1, -2) @ upper - lower @ jnp.swapaxes(lower, -1, -2)
             for lower, upper in zip(self.weights[:-1], self.weights[1:])
         )
+
+    def sharpness(self, task, *, iterations: int | None = None, key=None) -> Array:
+        r"""Sharpness $\lambda_{\max}(\nabla^2 L)$ at every save (see `linflow.sharpness`).
+
+        **Arguments:** `task` (a `Task`, or the `Objective` the trajectory was trained on),
+        `iterations`, `key` as for `linflow.sharpness`.
+
+        **Returns:** shape `(T, *batch)`. Memory grows with `T`: subsample long trajectories.
+
+        **Example:**
+
+        ```python
+        traj = linflow.gradient_descent(task, weights0, steps=2000, lr=0.1, save_every=20)
+        traj.sharpness(task)   # compare with 2 / lr
+        ```
+        """
+        return trajectory_sharpness(task, self.weights, iterations=iterations, key=key)
 
     def learning_times(self, task: Task, fractions=(0.5,)) -> Array:
         r"""First time each mode strength reaches $f\, s_\alpha$, read off the saved samples.

@@ -2,10 +2,12 @@ r"""Built-in tasks: small data sets whose learning dynamics are known in closed 
 
 from __future__ import annotations
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._checks import check_dtype, check_int, check_key, known
 from ._init import _haar
 from ._task import Task
 
@@ -306,3 +308,90 @@ def transfer(task: Task, targets, *, keep_old: bool = True) -> Task:
     return Task.from_data(
         jnp.concatenate([old_X, new_X]), jnp.concatenate([Y, targets]), normalize=task.normalize
     )
+
+
+def noisy_teacher(key, d: int, m: int, n_train: int, n_test, *, snr, rank=None, dtype=None):
+    r"""Training and test tasks from a linear teacher plus noise (Advani, Saxe & Sompolinsky 2020).
+
+    Inputs $x \sim N(0, I_d)$, targets $y = \bar W x + \varepsilon$ with noise
+    $\varepsilon \sim N(0, \sigma_\varepsilon^2 I_m)$ and a teacher $\bar W$ (`(m, d)`, Gaussian,
+    of rank `rank`, rescaled so that $\|\bar W\|_F^2 = m\sigma_w^2$ exactly). So each output's
+    signal $\bar w_j \cdot x$ has variance $\sigma_w^2$ (averaged over outputs), its noise
+    $\sigma_\varepsilon^2$, and
+
+    $$\sigma_w^2 = \frac{\mathrm{snr}}{1 + \mathrm{snr}}, \qquad
+    \sigma_\varepsilon^2 = \frac{1}{1 + \mathrm{snr}}:$$
+
+    the signal-to-noise ratio is $\mathrm{snr} = \sigma_w^2/\sigma_\varepsilon^2$ and the targets
+    have unit variance per output whatever it is (`snr = 0`: pure noise; `jnp.inf`: none).
+    The losses are means over samples (`normalize="mean"`), so train and test error along any
+    trajectory are `traj.loss(train)` and `traj.loss(test)`; their averages over samples are
+    `linflow.generalization_curve` ($\times m$), with ratio $n_{\text{train}}/d$.
+
+    **Arguments:**
+
+    - `key`: a `jax.random` key.
+    - `d`, `m`: input and output dimensions.
+    - `n_train`: training samples ($\ge 1$).
+    - `n_test`: test samples ($\ge 1$), or `None` for the population: the test task is then
+      $\Sigma_{yx} = \bar W$, $\Sigma_{xx} = I$, $\Sigma_{yy} = \bar W \bar W^\top +
+      \sigma_\varepsilon^2 I$, whose loss is the expected error on a new sample,
+      $\tfrac12\|W - \bar W\|_F^2 + \tfrac12 m\sigma_\varepsilon^2$ (and `test.optimum` is
+      the teacher).
+    - `snr`: $\ge 0$, may be `jnp.inf`.
+    - `rank`: the teacher's rank, in $[1, \min(m, d)]$ (`None`: full rank).
+    - `dtype`: float32 or float64 (default: JAX's default float).
+
+    **Returns:** `(train, test)`, two `linflow.Task`s (from data, but for a population test).
+
+    **Raises:** `ValueError` for sizes below 1, a negative or NaN `snr`, or a bad `rank`.
+
+    **Example:**
+
+    ```python
+    train, test = linflow.tasks.noisy_teacher(jax.random.key(0), 100, 1, 50, 1000, snr=4.0)
+    traj = linflow.gradient_descent(train, weights0, steps=2000, lr=0.1)
+    traj.loss(train), traj.loss(test)
+    ```
+    """
+    fn = "noisy_teacher"
+    check_key(fn, "key", key)
+    d = check_int(fn, "d", d, minimum=1)
+    m = check_int(fn, "m", m, minimum=1)
+    n_train = check_int(fn, "n_train", n_train, minimum=1)
+    if n_test is not None:
+        n_test = check_int(fn, "n_test", n_test, minimum=1)
+    if rank is not None:
+        rank = check_int(fn, "rank", rank, minimum=1, maximum=min(m, d))
+    dtype = _dtype(dtype)
+    check_dtype(fn, "dtype", dtype)
+    snr = jnp.asarray(snr, dtype)
+    if snr.ndim != 0:
+        raise ValueError(f"{fn}(..., snr=...) must be a scalar, got shape {snr.shape}.")
+    bad = ~(snr >= 0)
+    if known(bad):
+        raise ValueError(f"{fn}(..., snr={float(snr)!r}) must be >= 0 (jnp.inf: no noise).")
+    if known(bad) is None:
+        snr = eqx.error_if(snr, bad, f"{fn}(..., snr=...) must be >= 0 (jnp.inf: no noise).")
+    finite = jnp.isfinite(snr)
+    signal = jnp.where(finite, snr / (1 + jnp.where(finite, snr, 0.0)), 1.0)
+    noise = 1.0 - signal
+    k_teacher, k_factor, k_train, k_test = jax.random.split(key, 4)
+    if rank is None:
+        teacher = jax.random.normal(k_teacher, (m, d), dtype)
+    else:
+        teacher = jax.random.normal(k_teacher, (m, rank), dtype) @ jax.random.normal(
+            k_factor, (rank, d), dtype
+        )
+    teacher = teacher * jnp.sqrt(m * signal / jnp.sum(teacher**2))
+
+    def sample(k, n):
+        kx, ke = jax.random.split(k)
+        X = jax.random.normal(kx, (n, d), dtype)
+        return X, X @ teacher.T + jnp.sqrt(noise) * jax.random.normal(ke, (n, m), dtype)
+
+    train = Task.from_data(*sample(k_train, n_train))
+    if n_test is None:
+        sigma_yy = teacher @ teacher.T + noise * jnp.eye(m, dtype=dtype)
+        return train, Task(teacher, sigma_yy=sigma_yy)
+    return train, Task.from_data(*sample(k_test, n_test))

@@ -54,6 +54,14 @@ def _w_and_grad(c):
 
 CALLS = {
     "Task": lambda c: linflow.Task(c["task"].sigma_yx),
+    "sharpness": lambda c: [linflow.sharpness(c["task"], c["w0"]), c["traj"].sharpness(c["task"])],
+    "generalization_curve": lambda c: linflow.generalization_curve(c["ts"], 2.0, 3.0),
+    "optimal_stopping_time": lambda c: linflow.optimal_stopping_time(
+        jnp.asarray(2.0, c["dtype"]), 3.0
+    ),
+    "sample_generalization_curve": lambda c: linflow.sample_generalization_curve(
+        c["data_task"], linflow.Task(c["data_task"].sigma_yx), c["ts"]
+    ),
     "init_weights": lambda c: c["w0"],
     "loss": lambda c: linflow.loss(c["task"], c["w0"]),
     "gradients": lambda c: linflow.gradients(c["task"], c["w0"]),
