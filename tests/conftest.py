@@ -1,3 +1,5 @@
+import gc
+
 import jax
 import jax.numpy as jnp
 import pytest
@@ -9,6 +11,17 @@ import linflow
 # tight; tests that take the `dtype` fixture also run in float32 with x64 switched off.
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_rank_promotion", "raise")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _free_compiled_code():
+    """Drop JAX's compiled functions after each test module. Each compiled executable holds a
+    few memory mappings, and the whole suite compiles enough of them to pass the kernel's
+    limit on mappings per process (vm.max_map_count, 65530 by default), where XLA's next
+    compilation crashes the process."""
+    yield
+    jax.clear_caches()
+    gc.collect()
 
 
 @pytest.fixture(params=["float32", "float64"])

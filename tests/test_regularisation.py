@@ -14,7 +14,7 @@ from helpers import data_task, eps, max_abs_diff, whitened_task
 from scipy.integrate import solve_ivp
 
 import linflow
-from linflow._exact.decay import fixed_point, one_layer_decay
+from linflow._exact.decay import fixed_point
 
 TIGHT = {"rtol": 1e-11, "atol": 1e-13}
 GAMMA = 0.3
@@ -278,15 +278,90 @@ def test_closed_forms_compose_with_jit_grad_and_vmap():
             np.testing.assert_allclose(jax.vmap(f)(gammas), [f(0.0), f(0.1), f(0.2)], rtol=1e-12)
 
 
-def test_one_layer_with_decay_relaxes_to_ridge_regression():
-    task = data_task(jax.random.key(0), n=10, d=4, m=3)
+def test_exact_flow_with_decay_one_layer_relaxes_to_ridge_regression(dtype):
+    task = data_task(jax.random.key(0), n=10, d=4, m=3).astype(dtype)
     w0 = linflow.init_weights(jax.random.key(1), task, (), scale=0.5, batch=(2,))
-    ts = jnp.array([0.0, 0.7, 3.0, 100.0])
-    (closed,) = one_layer_decay(task, w0, ts, 1.5, GAMMA)
-    flow = linflow.gradient_flow(task, w0, ts, tau=1.5, weight_decay=GAMMA, **TIGHT)
-    np.testing.assert_allclose(flow.weights[0], closed, atol=1e-9)
-    ridge = task.sigma_yx @ np.linalg.inv(task.sigma_xx + GAMMA * np.eye(4))
-    np.testing.assert_allclose(closed[-1], np.broadcast_to(ridge, (2, 3, 4)), atol=1e-8)
+    ts = jnp.array([0.0, 0.7, 3.0, jnp.inf], dtype)
+    closed = linflow.exact_flow(task, w0, ts, tau=1.5, weight_decay=GAMMA)
+    flow = linflow.gradient_flow(task, w0, ts[:-1], tau=1.5, weight_decay=GAMMA, **tight(dtype))
+    assert closed.weights[0].dtype == dtype
+    np.testing.assert_allclose(flow.weights[0], closed.weights[0][:-1], atol=100 * eps(dtype))
+    sxx, syx = np.asarray(task.sigma_xx, np.float64), np.asarray(task.sigma_yx, np.float64)
+    ridge = syx @ np.linalg.inv(sxx + GAMMA * np.eye(4))
+    np.testing.assert_allclose(
+        closed.weights[0][-1], np.broadcast_to(ridge, (2, 3, 4)), atol=100 * eps(dtype)
+    )
+
+
+def tight(dtype):
+    return TIGHT if dtype == jnp.float64 else {"rtol": 1e-6, "atol": 1e-8}
+
+
+@pytest.mark.parametrize(
+    ("scheme", "hidden", "form"),
+    [
+        ("aligned", 3, "aligned two-layer"),
+        ("balanced", 5, "zero-balanced two-layer"),  # not aligned, h > rank
+        ("balanced", 2, "zero-balanced two-layer"),  # h below the number of modes
+        ("aligned", (3, 3), "aligned balanced deep"),
+    ],
+)
+def test_exact_flow_with_decay_matches_the_integrated_flow(dtype, scheme, hidden, form):
+    """gamma = 0.5 lies between the singular values 3, 1 and 0.3: the last mode is not learned;
+    t = inf gives the limit (s_i - gamma for the two-layer modes learned, 0 for the other)."""
+    task = linflow.tasks.random_task(jax.random.key(0), [3.0, 1.0, 0.3], 4, 3).astype(dtype)
+    w0 = linflow.init_weights(jax.random.key(1), task, hidden, scheme=scheme, scale=0.3, batch=(2,))
+    ts = jnp.array([0.0, 0.5, 2.0, 10.0, jnp.inf], dtype)
+    gamma = 0.5
+    closed = linflow.exact_flow(task, w0, ts, weight_decay=gamma)
+    assert closed.stats["closed_form"] == form
+    flow = linflow.gradient_flow(task, w0, ts[:-1], weight_decay=gamma, **tight(dtype))
+    size = float(jnp.max(jnp.abs(flow.product())))
+    np.testing.assert_allclose(
+        closed.product()[:-1], flow.product(), atol=(1e-9 if dtype == jnp.float64 else 1e-4) * size
+    )
+    # The limit: the product's singular values.
+    limit = np.linalg.svd(np.asarray(closed.product()[-1], np.float64), compute_uv=False)
+    depth = len(w0)
+    expected = [float(fixed_point(s, depth, gamma)) for s in (3.0, 1.0, 0.3)]
+    if form != "aligned balanced deep":
+        assert expected == pytest.approx([2.5, 0.5, 0.0])
+    np.testing.assert_allclose(limit[:, :3], np.broadcast_to(expected, (2, 3)), atol=1e-3 * size)
+
+
+def test_exact_flow_with_decay_refuses_where_no_closed_form_exists():
+    task = linflow.tasks.random_task(jax.random.key(0), [3.0, 1.0, 0.3], 4, 3)
+    ts = jnp.array([0.0, 1.0])
+    w0 = linflow.init_weights(jax.random.key(1), task, 3, scheme="lambda_balanced", lam=0.5)
+    with pytest.raises(ValueError, match="no closed form with weight decay for lambda != 0"):
+        linflow.exact_flow(task, w0, ts, weight_decay=0.1)
+    linflow.exact_flow(task, w0, ts)  # without decay the lambda-balanced form applies
+    # An aligned start with unbalanced modes (b = 2 a): solved without decay, not with it.
+    w1, w2 = linflow.init_weights(jax.random.key(1), task, 3, scheme="aligned", scale=0.3)
+    unbalanced = (w1 / 2, 2 * w2)
+    assert linflow.exact_flow(task, unbalanced, ts).stats["closed_form"] == "aligned two-layer"
+    with pytest.raises(ValueError, match="with weight_decay > 0 the modes need a"):
+        linflow.exact_flow(task, unbalanced, ts, weight_decay=0.1)
+    with pytest.raises(ValueError, match="exact_flow.*weight_decay"):
+        linflow.exact_flow(task, unbalanced, ts, weight_decay=-0.1)
+    with pytest.raises(ValueError, match="must be a scalar"):
+        linflow.exact_flow(task, unbalanced, ts, weight_decay=jnp.array([0.1, 0.2]))
+
+
+def test_exact_flow_with_decay_composes_with_jit_and_grad():
+    task = linflow.tasks.random_task(jax.random.key(0), [3.0, 1.0, 0.3], 4, 3)
+    w0 = linflow.init_weights(jax.random.key(1), task, 5, scheme="balanced", scale=0.3)
+    ts = jnp.array([0.0, 1.0, 3.0])
+
+    def loss(gamma):
+        return linflow.exact_flow(task, w0, ts, weight_decay=gamma).loss(task)[-1]
+
+    flow = linflow.gradient_flow(task, w0, ts, weight_decay=0.5, **TIGHT)
+    np.testing.assert_allclose(jax.jit(loss)(0.5), flow.loss(task)[-1], rtol=1e-9)
+    h = 1e-6
+    np.testing.assert_allclose(
+        jax.jit(jax.grad(loss))(0.5), (loss(0.5 + h) - loss(0.5 - h)) / (2 * h), rtol=1e-6
+    )
 
 
 def test_mode_flow_with_decay_and_modified_lr_equals_gradient_flow():

@@ -21,10 +21,11 @@ from .._checks import (
 from .._trajectory import Trajectory, trajectory_bytes
 from .aligned import AlignedTwoLayer
 from .base import ClosedForm
+from .decay import check_weight_decay
 from .deep import AlignedDeep, deep_mode
 from .lambda_balanced import LambdaBalancedTwoLayer
 from .linear import OneLayer
-from .scalar import saxe_deep, scalar_mode, shallow, time_to_learn
+from .scalar import decays, saxe_deep, scalar_mode, shallow, time_to_learn
 from .zero_balanced import ZeroBalancedTwoLayer
 
 CLOSED_FORMS: tuple[ClosedForm, ...] = (
@@ -75,7 +76,7 @@ def _forms(fn, form) -> tuple[ClosedForm, ...]:
 
 
 @eqx.filter_jit
-def _evaluate(candidates, task, weights, rtol):
+def _evaluate(candidates, task, weights, rtol, decay):
     """Per candidate form, its condition messages and the first failing condition per start.
 
     **Returns:** `(messages, codes)`: `codes` int32 of shape `(len(candidates), *batch)`, 0 where
@@ -83,7 +84,7 @@ def _evaluate(candidates, task, weights, rtol):
     batch = weights[0].shape[:-2]
     messages, codes = [], []
     for form in candidates:
-        conditions = form.conditions(task, weights, rtol)
+        conditions = form.conditions(task, weights, rtol, **decay)
         messages.append(tuple(message for message, _ in conditions))
         code = jnp.zeros(batch, jnp.int32)
         for j, (_, holds) in reversed(list(enumerate(conditions))):
@@ -104,7 +105,9 @@ def _select(tree, index):
     return jax.tree.map(lambda w: w[index], tree)
 
 
-def exact_flow(task, weights0, ts, *, tau=1.0, rtol=None, form=None, throw=True) -> Trajectory:
+def exact_flow(
+    task, weights0, ts, *, tau=1.0, weight_decay=0.0, rtol=None, form=None, throw=True
+) -> Trajectory:
     r"""The gradient flow $\tau\,dW_l/dt = -\partial L/\partial W_l$ from a closed form.
 
     For each initialisation, the first closed form in `linflow.CLOSED_FORMS` whose conditions
@@ -125,6 +128,14 @@ def exact_flow(task, weights0, ts, *, tau=1.0, rtol=None, form=None, throw=True)
     - depth $D \ge 3$, $\Sigma_{xx} = I$, balanced aligned start: every mode follows
       `deep_mode` (Arora, Cohen & Hazan 2018).
 
+    With `weight_decay` $\gamma > 0$ it is the flow of $L + \frac\gamma2\sum_l\|W_l\|_F^2$
+    (as in `gradient_flow`), whose closed forms exist where the imbalance is zero, since it
+    decays as $e^{-2\gamma t/\tau}$: depth 1 (ridge regression, $\Sigma_{xx} + \gamma I$ in place of
+    $\Sigma_{xx}$); aligned two-layer starts with balanced modes (the Saxe sigmoid towards
+    $s_i - \gamma$); zero-balanced two-layer starts ($F - \gamma I$ in the Riccati solution);
+    aligned balanced deep starts (`deep_mode` with decay). The $\lambda$-balanced form with
+    $\lambda \ne 0$ and unbalanced aligned starts have none, and are refused with that reason.
+
     The depth is static; every other condition (whitening, the imbalance $\lambda$ from
     $W_2^\top W_2 - W_1 W_1^\top$, alignment with the task's modes) is measured on each
     initialisation to relative tolerance `rtol`, as traced values, so `exact_flow` works eagerly
@@ -135,6 +146,7 @@ def exact_flow(task, weights0, ts, *, tau=1.0, rtol=None, form=None, throw=True)
     - `task`, `weights0` (tuple $(W_1, \dots, W_N)$, each `(*batch, h_l, h_{l-1})`), `tau` as
       for `gradient_flow`. The task is cast to the weights' dtype, the dtype of the result.
     - `ts`: increasing times $\ge 0$, shape `(T,)`; `jnp.inf` gives the limit.
+    - `weight_decay`: $\gamma \ge 0$, a scalar (traced values allowed).
     - `rtol`: relative tolerance of the conditions (default `1000 * eps` of the dtype; at most
       `1e-2`).
     - `form`: `None` (the first that applies), or one closed form (its name or an instance): only
@@ -165,6 +177,14 @@ def exact_flow(task, weights0, ts, *, tau=1.0, rtol=None, form=None, throw=True)
     tau = positive_scalar(fn, "tau", tau, dtype)
     rtol = _rtol(fn, rtol, dtype)
     forms = _forms(fn, form)
+    decay = {}
+    if decays(weight_decay):
+        gamma, _ = check_weight_decay(fn, weight_decay)
+        if gamma.ndim:
+            raise ValueError(
+                f"{fn}(..., weight_decay=...) must be a scalar, got shape {gamma.shape}."
+            )
+        decay = {"weight_decay": jnp.asarray(gamma, dtype)}
     if not isinstance(throw, bool):
         raise ValueError(f"{fn}(..., throw={throw!r}) must be a bool.")
     check_memory(
@@ -174,11 +194,13 @@ def exact_flow(task, weights0, ts, *, tau=1.0, rtol=None, form=None, throw=True)
         "save at fewer times ts",
     )
     depth = len(weights0)
-    static = [form.depth_reason(depth) for form in forms]
+    static = [
+        form.depth_reason(depth) or (form.decay_reason() if decay else None) for form in forms
+    ]
     candidates = tuple(form for form, reason in zip(forms, static) if reason is None)
     if not candidates:
         raise ValueError(_no_form(fn, forms, static, ""))
-    messages, codes = _evaluate(candidates, task, weights0, rtol)
+    messages, codes = _evaluate(candidates, task, weights0, rtol, decay)
     ok = codes == 0
     chosen = jnp.where(jnp.any(ok, axis=0), jnp.argmax(ok, axis=0), -1)  # into candidates
 
@@ -206,14 +228,16 @@ def exact_flow(task, weights0, ts, *, tau=1.0, rtol=None, form=None, throw=True)
                 )
             init_codes = codes_np.reshape(len(candidates), -1)[:, first]
             raise ValueError(_no_form(fn, forms, _reasons(static, messages, init_codes), where))
-        weights = _solve_concrete(candidates, groups, chosen_np, task, weights0, ts, tau, rtol)
+        weights = _solve_concrete(
+            candidates, groups, chosen_np, task, weights0, ts, tau, rtol, decay
+        )
         stats = {"form": form_index}
         if all_concrete((ts, tau, weights0, task)):
             used = sorted({int(c) for c in chosen_np.reshape(-1) if c >= 0})
             stats["closed_form"] = ", ".join(candidates[c].name for c in used)
         return Trajectory(ts=ts, weights=weights, stats=stats, unit="time", tau=tau)
 
-    weights = _solve_traced(candidates, groups, chosen, task, weights0, ts, tau, rtol)
+    weights = _solve_traced(candidates, groups, chosen, task, weights0, ts, tau, rtol, decay)
     if throw:
         weights = _raise_traced(fn, forms, static, messages, codes, chosen, weights)
     return Trajectory(ts=ts, weights=weights, stats={"form": form_index}, unit="time", tau=tau)
@@ -234,21 +258,21 @@ def _nan_like(shapes):
     return tuple(jnp.full(s.shape, jnp.nan, s.dtype) for s in shapes)
 
 
-def _solve_concrete(candidates, groups, chosen, task, weights0, ts, tau, rtol):
+def _solve_concrete(candidates, groups, chosen, task, weights0, ts, tau, rtol, decay):
     """Solve each group of forms on the initialisations that chose it (concrete choices)."""
     batch = weights0[0].shape[:-2]
     flat_chosen = chosen.reshape(-1)
     users = {key: np.isin(flat_chosen, members) for key, members in groups.items()}
     for key, members in groups.items():
         if users[key].all():  # the whole batch: no gathering
-            return tuple(candidates[members[0]].solve(task, weights0, ts, tau, rtol))
+            return tuple(candidates[members[0]].solve(task, weights0, ts, tau, rtol, **decay))
     flat = tuple(w.reshape((-1,) + w.shape[-2:]) for w in weights0)
     out = None
     for key, members in groups.items():
         rows = np.flatnonzero(users[key])
         if rows.size == 0:
             continue
-        part = candidates[members[0]].solve(task, _select(flat, rows), ts, tau, rtol)
+        part = candidates[members[0]].solve(task, _select(flat, rows), ts, tau, rtol, **decay)
         if out is None:
             out = tuple(
                 jnp.full(p.shape[:1] + (flat_chosen.size,) + p.shape[2:], jnp.nan, p.dtype)
@@ -256,12 +280,14 @@ def _solve_concrete(candidates, groups, chosen, task, weights0, ts, tau, rtol):
             )
         out = tuple(o.at[:, rows].set(p) for o, p in zip(out, part))
     if out is None:  # nothing applies anywhere (throw=False)
-        shapes = jax.eval_shape(lambda w: candidates[0].solve(task, w, ts, tau, rtol), weights0)
+        shapes = jax.eval_shape(
+            lambda w: candidates[0].solve(task, w, ts, tau, rtol, **decay), weights0
+        )
         return _nan_like(shapes)
     return tuple(o.reshape(o.shape[:1] + batch + o.shape[2:]) for o in out)
 
 
-def _solve_traced(candidates, groups, chosen, task, weights0, ts, tau, rtol):
+def _solve_traced(candidates, groups, chosen, task, weights0, ts, tau, rtol, decay):
     """Solve each group of forms under a trace: every group runs (inside `lax.cond`, so only
     when some initialisation chose it) on the batch with the other initialisations replaced by
     one that chose it (so that no solve sees a start outside its conditions), and the results
@@ -282,7 +308,7 @@ def _solve_traced(candidates, groups, chosen, task, weights0, ts, tau, rtol):
         )
 
         def solve(starts, form=form):
-            return tuple(form.solve(task, starts, ts, tau, rtol))
+            return tuple(form.solve(task, starts, ts, tau, rtol, **decay))
 
         shapes = jax.eval_shape(solve, starts)
         if out is None:

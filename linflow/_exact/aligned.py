@@ -14,9 +14,11 @@ from .base import (
     off_diagonal,
     per_init_size,
     safe_norm,
+    safe_sqrt,
     time_axis,
     whitened_condition,
 )
+from .decay import saxe_deep_decay
 from .scalar import scalar_mode
 
 
@@ -41,10 +43,27 @@ def _aligned_two_layer(task, weights, ts, tau):
     a0, b0 = jnp.sum(a * r, axis=-2), jnp.sum(b * r, axis=-2)  # (*batch, k)
     t = time_axis(ts, a0.ndim)
     a_t, b_t = scalar_mode(t, jnp.broadcast_to(s, a0.shape)[None], a0[None], b0[None], tau)
+    return _layers(U, V, r, a_t, b_t)
+
+
+def _layers(U, V, r, a_t, b_t):
+    r"""$W_1 = \sum_i a_i r^i v^{i\top}$, $W_2 = \sum_i b_i u^i r^{i\top}$ at every time."""
     r = r[None]
     w1 = (r * a_t[..., None, :]) @ V.T
     w2 = U @ jnp.swapaxes(r * b_t[..., None, :], -1, -2)
     return w1, w2
+
+
+@eqx.filter_jit
+def _aligned_two_layer_decay(task, weights, ts, tau, gamma):
+    U, s, V = task.modes()
+    a, b = _mode_vectors(U, V, *weights)
+    r = _directions(a, b)
+    u0 = jnp.sum(a * r, axis=-2) * jnp.sum(b * r, axis=-2)  # a_i b_i, (*batch, k)
+    t = time_axis(ts, u0.ndim)
+    u = saxe_deep_decay(t, jnp.broadcast_to(s, u0.shape)[None], u0[None], tau, gamma)
+    a_t = safe_sqrt(u)  # balanced: a_i = b_i = sqrt(u_i)
+    return _layers(U, V, r, a_t, a_t)
 
 
 class AlignedTwoLayer(DepthForm):
@@ -64,13 +83,22 @@ class AlignedTwoLayer(DepthForm):
     $W_1$ vanishes outside the span of $V$ and $W_2$ outside the span of $U$; the Gram matrices
     $\bar W_1^\top \bar W_1$, $\bar W_2 \bar W_2^\top$, $\bar W_2 \bar W_1$ are diagonal; and
     $a^i \parallel b^i$ for each mode.
+
+    With weight decay $\gamma$ the imbalance $b_i^2 - a_i^2$ decays as $e^{-2\gamma t/\tau}$
+    and has no closed form unless it is zero: balanced modes ($a^i = b^i$, one more condition)
+    keep $a_i = b_i = \sqrt{u_i}$ with $\tau\dot u_i = 2u_i(s_i - \gamma - u_i)$, the Saxe
+    sigmoid towards $s_i - \gamma$ (`saxe_deep` with `weight_decay`; modes with
+    $s_i \le \gamma$ decay to zero).
     """
 
     name: ClassVar[str] = "aligned two-layer"
     min_depth: ClassVar[int] = 2
     max_depth: ClassVar[int] = 2
 
-    def conditions(self, task, weights, rtol):
+    def decay_reason(self):
+        return None
+
+    def conditions(self, task, weights, rtol, weight_decay=None):
         U, _, V = task.modes()
         w1, w2 = weights
         size = per_init_size(w1, w2)
@@ -98,7 +126,17 @@ class AlignedTwoLayer(DepthForm):
                 parallel <= rtol * size,
             )
         )
+        if weight_decay is not None:
+            out.append(
+                (
+                    "not balanced: with weight_decay > 0 the modes need a^i = b^i (W1 v_i = "
+                    "W2^T u_i); an imbalance decays in time and has no closed form",
+                    max_abs(a - b) <= rtol * size,
+                )
+            )
         return out
 
-    def solve(self, task, weights, ts, tau, rtol):
-        return _aligned_two_layer(task, weights, ts, tau)
+    def solve(self, task, weights, ts, tau, rtol, weight_decay=None):
+        if weight_decay is None:
+            return _aligned_two_layer(task, weights, ts, tau)
+        return _aligned_two_layer_decay(task, weights, ts, tau, weight_decay)

@@ -27,6 +27,13 @@ class ClosedForm(eqx.Module):
     def depth_reason(self, depth: int) -> str | None:
         """`None` if the form applies to networks of `depth` weight matrices, else the reason."""
 
+    def decay_reason(self) -> str | None:
+        r"""`None` if the form also solves the flow with weight decay $\gamma$, of
+        $L + \frac\gamma2\sum_l\|W_l\|_F^2$ (then `conditions` and `solve` take a keyword
+        `weight_decay`, a scalar array $\gamma \ge 0$, which `exact_flow` passes only when the
+        user asks for decay), else the reason it does not."""
+        return "has no closed form with weight decay"
+
     @abc.abstractmethod
     def conditions(self, task, weights, rtol: float) -> list[tuple[str, object]]:
         """The conditions in the order they are reported: `(message, holds)` pairs, `holds` a

@@ -44,7 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._checks import is_concrete
-from .base import check_values, time_axis
+from .base import check_values
 from .deep import deep_mode
 from .scalar import _floats, time_to_learn
 
@@ -215,9 +215,23 @@ class _Primitive(eqx.Module):
 def _deep_mode_decay(t, s, u0, tau, gamma, depth: int):
     r"""$u(t)$ for $D \ge 3$ and $\gamma > 0$ (elements with $\gamma = 0$: garbage, masked by
     the caller): bisection on $z = \ln\rho$ between $z_0$ and the limit, then the implicit
-    derivative of $F(z) - F(z_0) = T$ is attached. $u_0 = 0$ stays 0 (also for $s = 0$)."""
+    derivative of $F(z) - F(z_0) = T$ is attached. $u_0 = 0$ stays 0, and $s = 0$ is the
+    Bernoulli equation $\tau\dot u = -D u^{1 + c} - D\gamma u$, $c = 2 - 2/D$, whose solution is
+    $u = u_0\,[1 + (1 + u_0^c/\gamma)(e^{cD\gamma t/\tau} - 1)]^{-1/c}$."""
     dtype = u0.dtype
-    s = jnp.where(u0 == 0, 1.0, s)  # any s > 0 keeps the fixed point and avoids 0/0
+    c = 2.0 - 2.0 / depth
+    x = jnp.maximum(u0, 0.0) ** c / gamma
+    a = c * depth * gamma * jnp.where(jnp.isfinite(t), t, 0.0) / tau
+    # ln[1 + (1 + x)(e^a - 1)], as ln(1 + x) + a + ln(1 - e^{-a} x/(1 + x)) past a = 1 (no
+    # overflow at large t, so no NaN in derivatives).
+    small = a < 1
+    a_small, a_big = jnp.where(small, a, 0.0), jnp.where(small, 1.0, a)
+    log_small = jnp.log1p((1 + x) * jnp.expm1(a_small))
+    log_big = a_big + jnp.log1p(x) + jnp.log1p(-jnp.exp(-a_big) * x / (1 + x))
+    bernoulli = u0 * jnp.exp(-jnp.where(small, log_small, log_big) / c)
+    bernoulli = jnp.where(jnp.isfinite(t), bernoulli, 0.0)
+    zero_s = (s == 0) & (u0 > 0)
+    s = jnp.where((u0 == 0) | zero_s, 1.0, s)  # any s > 0 keeps u0 = 0 fixed, no 0/0
     scale = s ** (2.0 - 2.0 / depth)
     g = gamma / scale
     T = t * scale / tau
@@ -255,7 +269,7 @@ def _deep_mode_decay(t, s, u0, tau, gamma, depth: int):
     u = s * jnp.exp(depth * z)
     limit = jnp.where(to_plus, s * rho_plus**depth, 0.0)
     u = jnp.where(finite, u, limit)
-    return jnp.where(fixed | (t == 0), u0, u)
+    return jnp.where(fixed | (t == 0), u0, jnp.where(zero_s, bernoulli, u))
 
 
 def deep_mode_decay(t, s, u0, tau, depth: int, weight_decay):
@@ -337,28 +351,3 @@ def time_to_learn_decay(s, u0, tau, depth: int, fraction, weight_decay):
     if positive:
         return t
     return jnp.where(decays, t, time_to_learn(s, u0, tau, depth, f))
-
-
-def one_layer_decay(task, weights, ts, tau, weight_decay):
-    r"""Depth 1 with decay, any $\Sigma_{xx}$ and start.
-
-    With $\Sigma_{xx} + \gamma I = Q\Lambda_\gamma Q^\top$,
-
-    $$W(t) = W_\gamma + (W_0 - W_\gamma)\,Q\,e^{-\Lambda_\gamma t/\tau}Q^\top, \qquad
-    W_\gamma = \Sigma_{yx}(\Sigma_{xx} + \gamma I)^{-1},$$
-
-    the solution of $\tau\dot W = \Sigma_{yx} - W(\Sigma_{xx} + \gamma I)$, relaxing to the
-    ridge-regression solution $W_\gamma$. `weights` is `(W_0,)`, `(*batch, m, d)`; returns
-    `(W,)` with `W` of shape `(T, *batch, m, d)`.
-    """
-    (w0,) = weights
-    gamma = jnp.asarray(weight_decay, w0.dtype)
-    d = task.input_dim
-    sigma_xx = jnp.eye(d, dtype=w0.dtype) if task.whitened else task.sigma_xx
-    lam, Q = jnp.linalg.eigh(sigma_xx + gamma * jnp.eye(d, dtype=w0.dtype))
-    ridge = ((task.sigma_yx @ Q) / lam[None, :]) @ Q.T
-    ndim = w0.ndim
-    ridge = ridge.reshape((1,) * (ndim - 2) + ridge.shape)
-    decay = jnp.exp(-time_axis(ts, 1) * lam[None] / tau)  # (T, d)
-    decay = decay.reshape(decay.shape[:1] + (1,) * (ndim - 1) + decay.shape[1:])
-    return (ridge[None] + (((w0 - ridge) @ Q)[None] * decay) @ Q.T,)

@@ -170,10 +170,9 @@ def deep_mode(t, s, u0, tau=1.0, depth: int = 3, weight_decay=0.0):
     (from the eigenvalues of its companion matrix), and inverted by bisection in $\ln\rho$;
     derivatives (`jax.grad`) are the implicit ones. Any $u_0 \ge 0$ is allowed.
 
-    **Arguments:** `t` time ($\ge 0$, may be `inf`), `s` singular value ($\ge 0$; $> 0$ with
-    decay and $D \ge 3$, unless $u_0 = 0$), `u0` initial mode strength ($\ge 0$; any real for
-    $D = 1$), `tau` ($> 0$), `depth` $D \ge 1$ (a Python int), `weight_decay` $\gamma \ge 0$.
-    Arrays broadcast.
+    **Arguments:** `t` time ($\ge 0$, may be `inf`), `s` singular value ($\ge 0$), `u0` initial
+    mode strength ($\ge 0$; any real for $D = 1$), `tau` ($> 0$), `depth` $D \ge 1$ (a Python
+    int), `weight_decay` $\gamma \ge 0$. Arrays broadcast.
 
     **Returns:** $u(t)$, the broadcast shape of `t`, `s`, `u0`, `tau`, `weight_decay`.
 
@@ -206,12 +205,6 @@ def deep_mode(t, s, u0, tau=1.0, depth: int = 3, weight_decay=0.0):
     if decays(weight_decay):
         from .decay import deep_mode_decay  # decay.py builds on this module
 
-        if depth >= 3:
-            s = check_values(
-                s,
-                ~((s > 0) | (u0 == 0)),
-                f"{fn}(..., s=...) must be > 0 with weight_decay and depth >= 3 (unless u0 = 0).",
-            )
         return deep_mode_decay(t, s, u0, tau, depth, weight_decay)
     return mode_strength(t, s, u0, tau, depth)
 
@@ -263,19 +256,24 @@ def _layers(frames, sigma):
 
 
 @eqx.filter_jit
-def _aligned_deep(task, weights, ts, tau):
+def _aligned_deep(task, weights, ts, tau, gamma):
     U, s, V = task.modes()
     depth = len(weights)
     u0, _, frames = _chain(U, V, weights)
     t = time_axis(ts, u0.ndim)
     shape = ts.shape + u0.shape
-    u = mode_strength(
+    args = (
         jnp.broadcast_to(t, shape),
         jnp.broadcast_to(s, shape),
         jnp.broadcast_to(jnp.maximum(u0, 0.0), shape),
         jnp.broadcast_to(tau, shape),
-        depth,
     )
+    if gamma is None:
+        u = mode_strength(*args, depth)
+    else:
+        from .decay import deep_mode_decay  # decay.py builds on this module
+
+        u = deep_mode_decay(*args, depth, gamma)
     alive = u > 0
     sigma = jnp.where(alive, jnp.where(alive, u, 1.0) ** (1.0 / depth), 0.0)
     return _layers([f[None] for f in frames], sigma)
@@ -291,7 +289,9 @@ class AlignedDeep(DepthForm):
     to the nonlinear dynamics of learning in deep linear neural networks"; Arora, Cohen & Hazan
     2018), solved by `deep_mode`: a sigmoid up to $s_i$ from $u_i < s_i$, a decay down to $s_i$
     from $u_i > s_i$ (a large initialisation), an algebraic decay to 0 where $s_i = 0$.
-    Depth 2 is the balanced case of the aligned two-layer form.
+    Depth 2 is the balanced case of the aligned two-layer form. With weight decay $\gamma$ the
+    start stays balanced and aligned, and $u_i$ follows
+    $\tau\,\dot u = D\,u^{2 - 2/D}(s_i - u) - D\gamma u$ (`deep_mode` with `weight_decay`).
 
     Conditions (to relative tolerance `rtol`, per initialisation): whitened inputs;
     $W_{l+1}^\top W_{l+1} = W_l W_l^\top$; $u_i = u^{i\top} W v^i \ge 0$;
@@ -303,7 +303,10 @@ class AlignedDeep(DepthForm):
     min_depth: ClassVar[int] = 3
     max_depth: ClassVar[None] = None
 
-    def conditions(self, task, weights, rtol):
+    def decay_reason(self):
+        return None
+
+    def conditions(self, task, weights, rtol, weight_decay=None):
         depth = len(weights)
         size = per_init_size(*weights)
         gaps = [
@@ -335,5 +338,5 @@ class AlignedDeep(DepthForm):
             ),
         ]
 
-    def solve(self, task, weights, ts, tau, rtol):
-        return _aligned_deep(task, weights, ts, tau)
+    def solve(self, task, weights, ts, tau, rtol, weight_decay=None):
+        return _aligned_deep(task, weights, ts, tau, weight_decay)

@@ -29,6 +29,12 @@ themselves are fixed by $P$ only up to a rotation $R(t)$ of the hidden layer
 closed form. The weights returned are one exact factor of $P(t)$, equal to `weights0` at
 $t = 0$ and continuous in $t$.
 
+**Weight decay** $\gamma$ adds $-\gamma Q$ to $\tau\dot Q$ and makes the imbalance decay,
+$\lambda(t) = \lambda e^{-2\gamma t/\tau}$: for $\lambda = 0$ it stays zero and the equation keeps
+its form with $F_0 - \gamma I$ in place of $F_0$ (every eigenvalue shifted by $-\gamma$, so
+modes with $s_i \le \gamma$ are not learned); for $\lambda \ne 0$, $F_\lambda$ changes in time
+and there is no closed form.
+
 **Spectrum without cancellation.** With $\Sigma_{yx} = U\,\mathrm{diag}(s_i)\,V^\top$, $F_\lambda$
 has the eigenvalues $\pm\tfrac12 K_i$, $K_i = \sqrt{4 s_i^2 + \lambda^2}$, on rotations of
 $(v_i, u_i)$, $+\lambda/2$ on the outputs outside the modes ($I - UU^\top$) and $-\lambda/2$ on
@@ -195,13 +201,15 @@ def _sqrt_h(mu, s):
     return safe_sqrt(s * ratio)
 
 
-def riccati_one(U, sv, V, w1, w2, ts, tau, lam, rtol):
-    """Weights at times `ts` for one initialisation `(w1, w2)`: shapes `(T, h, d)`, `(T, m, h)`."""
+def riccati_one(U, sv, V, w1, w2, ts, tau, lam, rtol, gamma=0.0):
+    r"""Weights at times `ts` for one initialisation `(w1, w2)`: shapes `(T, h, d)`, `(T, m, h)`.
+    `gamma` shifts the spectrum, $F_0 \to F_0 - \gamma I$ (weight decay, $\lambda = 0$); the
+    differences of eigenvalues do not change."""
     d = w1.shape[-1]
     h = w1.shape[-2]
     dtype = w1.dtype
     phi, sign, r, x = _frame(U, sv, V, lam)
-    mu = sign * r
+    mu = sign * r - gamma
     order = jnp.argsort(-mu, stable=True)
     phi, sign, r, x, mu = phi[order], sign[order], r[order], x[order], mu[order]
     q0 = jnp.concatenate([w1.T, w2], axis=0)
@@ -250,8 +258,9 @@ def riccati_one(U, sv, V, w1, w2, ts, tau, lam, rtol):
 
 
 @eqx.filter_jit
-def riccati_two_layer(task, weights, ts, tau, rtol):
-    """`riccati_one` over any batch axes, with the measured $\\lambda$ of each initialisation.
+def riccati_two_layer(task, weights, ts, tau, rtol, gamma=0.0):
+    """`riccati_one` over any batch axes, with the measured $\\lambda$ of each initialisation
+    (and the weight decay `gamma`, for zero-balanced starts).
 
     **Returns:** `(W1, W2)`, each `(T, *batch, rows, cols)`."""
     U, sv, V = task.modes()
@@ -259,7 +268,7 @@ def riccati_two_layer(task, weights, ts, tau, rtol):
     lam = imbalance(*flat)
 
     def one(w1, w2, l):
-        return riccati_one(U, sv, V, w1, w2, ts, tau, l, rtol)
+        return riccati_one(U, sv, V, w1, w2, ts, tau, l, rtol, gamma)
 
     return unflatten(jax.vmap(one, out_axes=1)(*flat, lam))
 
@@ -306,5 +315,13 @@ class LambdaBalancedTwoLayer(DepthForm):
             ),
         ]
 
-    def solve(self, task, weights, ts, tau, rtol):
-        return riccati_two_layer(task, weights, ts, tau, rtol)
+    def decay_reason(self):
+        return (
+            "has no closed form with weight decay for lambda != 0 (the imbalance decays, so "
+            "F_lambda changes in time); zero-balanced starts are solved"
+        )
+
+    def solve(self, task, weights, ts, tau, rtol, weight_decay=None):
+        # Called with weight_decay only through ZeroBalancedTwoLayer (lambda = 0).
+        gamma = 0.0 if weight_decay is None else weight_decay
+        return riccati_two_layer(task, weights, ts, tau, rtol, gamma)

@@ -36,6 +36,22 @@ def _one_layer(task, weights, ts, tau):
     return (optimum + ((e0 @ Q) * decay) @ Q.T,)
 
 
+@eqx.filter_jit
+def _one_layer_decay(task, weights, ts, tau, gamma):
+    (w0,) = weights
+    d = task.input_dim
+    eye = jnp.eye(d, dtype=w0.dtype)
+    lam, Q = jnp.linalg.eigh((eye if task.whitened else task.sigma_xx) + gamma * eye)
+    # Directions with (numerically) zero rate (gamma = 0, Sigma_xx singular) stay put.
+    lam = jnp.where(lam > lam[-1] * d * jnp.finfo(lam.dtype).eps, lam, 0.0)
+    inverse = jnp.where(lam > 0, 1 / jnp.where(lam > 0, lam, 1.0), 0.0)
+    ridge = ((task.sigma_yx @ Q) * inverse[None, :]) @ Q.T
+    ridge = ridge.reshape((1,) * (w0.ndim - 2) + ridge.shape)
+    decay = _decay(ts, lam, tau)  # (T, d)
+    decay = decay.reshape(decay.shape[:1] + (1,) * (w0.ndim - 1) + decay.shape[1:])
+    return (ridge[None] + (((w0 - ridge) @ Q)[None] * decay) @ Q.T,)
+
+
 class OneLayer(DepthForm):
     r"""Depth 1: $\tau\,\dot W = \Sigma_{yx} - W \Sigma_{xx}$.
 
@@ -49,14 +65,23 @@ class OneLayer(DepthForm):
     networks"). Applies to any start and any $\Sigma_{xx}$; with a singular $\Sigma_{xx}$ the
     directions it does not see keep their start, so
     $W(\infty) = W_* + W_0\,(I - \Sigma_{xx}^+\Sigma_{xx})$.
+
+    With weight decay $\gamma$, $\tau\dot W = \Sigma_{yx} - W(\Sigma_{xx} + \gamma I)$: the
+    same form with $\Sigma_{xx} + \gamma I$ in place of $\Sigma_{xx}$, relaxing to the
+    ridge-regression solution $W_\gamma = \Sigma_{yx}(\Sigma_{xx} + \gamma I)^{-1}$.
     """
 
     name: ClassVar[str] = "one layer"
     min_depth: ClassVar[int] = 1
     max_depth: ClassVar[int] = 1
 
-    def conditions(self, task, weights, rtol):
+    def decay_reason(self):
+        return None
+
+    def conditions(self, task, weights, rtol, weight_decay=None):
         return []
 
-    def solve(self, task, weights, ts, tau, rtol):
-        return _one_layer(task, weights, ts, tau)
+    def solve(self, task, weights, ts, tau, rtol, weight_decay=None):
+        if weight_decay is None:
+            return _one_layer(task, weights, ts, tau)
+        return _one_layer_decay(task, weights, ts, tau, weight_decay)

@@ -25,13 +25,19 @@ class ZeroBalancedTwoLayer(LambdaBalancedTwoLayer):
     manifolds that lead to saddles (for example a square start whose relative rotation has
     determinant $-1$: it converges to a saddle, which is its limit at $t = \infty$).
 
+    With weight decay $\gamma$ the start stays zero-balanced and the same form holds with
+    $F - \gamma I$ in place of $F$ (modes with $s_i \le \gamma$ are not learned).
+
     The weights returned match the gradient flow up to an orthogonal rotation of the hidden
     layer; the product $W_2 W_1$, $W_1^\top W_1$, $W_2 W_2^\top$ and the loss are exact.
     """
 
     name: ClassVar[str] = "zero-balanced two-layer"
 
-    def conditions(self, task, weights, rtol):
+    def decay_reason(self):
+        return None
+
+    def conditions(self, task, weights, rtol, weight_decay=None):
         w1, w2 = weights
         size = per_init_size(w1 @ w1.swapaxes(-1, -2), w2.swapaxes(-1, -2) @ w2)
         zero = abs(imbalance(w1, w2)) <= rtol * size
