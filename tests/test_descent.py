@@ -156,13 +156,17 @@ def _hand_optax_loop(task, weights, optimizer, steps):
     def value_fn(w):
         return linflow.loss(task, w)
 
-    state = optimizer.init(weights)
-    for _ in range(steps):
+    @jax.jit
+    def step(weights, state):
         value, grad = jax.value_and_grad(value_fn)(weights)
         updates, state = optimizer.update(
             grad, state, weights, value=value, grad=grad, value_fn=value_fn
         )
-        weights = optax.apply_updates(weights, updates)
+        return optax.apply_updates(weights, updates), state
+
+    state = optimizer.init(weights)
+    for _ in range(steps):
+        weights, state = step(weights, state)
     return weights
 
 
