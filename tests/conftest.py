@@ -3,7 +3,7 @@ import gc
 import jax
 import jax.numpy as jnp
 import pytest
-from helpers import PRECISIONS, data_task
+from helpers import PRECISIONS, data_task, whitened_task
 
 import linflow
 
@@ -53,3 +53,12 @@ def task():
 def weights0(task):
     """Two Gaussian two-layer starts of hidden width 5 on `task`."""
     return linflow.init_weights(jax.random.key(1), task, 5, scale=0.6, batch=(2,))
+
+
+@pytest.fixture(scope="module")
+def problem():
+    """A whitened task (m = 2, d = 3, s = 2, 1) and two balanced small starts (each mode is
+    learnt): the small problem of the jit/grad/vmap tests."""
+    task = whitened_task(jax.random.key(0), m=2, d=3, s=(2.0, 1.0))
+    w0 = linflow.init_weights(jax.random.key(1), task, 2, scheme="balanced", scale=0.3, batch=(2,))
+    return task, w0

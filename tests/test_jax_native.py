@@ -11,7 +11,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import whitened_task
 
 import linflow
 
@@ -55,14 +54,6 @@ RATES = {"gradient_descent": 0.1, "langevin_descent": 0.1}
 
 def _network_loss(task, weights):
     return linflow.loss(task, weights)
-
-
-@pytest.fixture(scope="module")
-def problem():
-    """A whitened task (m = 2, d = 3) and two aligned small starts (each mode is learnt)."""
-    task = whitened_task(jax.random.key(0), m=2, d=3, s=(2.0, 1.0))
-    w0 = linflow.init_weights(jax.random.key(1), task, 2, scheme="balanced", scale=0.3, batch=(2,))
-    return task, w0
 
 
 @pytest.mark.parametrize("engine", ENGINES)

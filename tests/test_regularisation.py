@@ -392,13 +392,6 @@ ENGINES = {
 }
 
 
-@pytest.fixture(scope="module")
-def problem():
-    task = whitened_task(jax.random.key(0), m=2, d=3, s=(2.0, 1.0))
-    w0 = linflow.init_weights(jax.random.key(1), task, 2, scheme="balanced", scale=0.3, batch=(2,))
-    return task, w0
-
-
 @pytest.mark.parametrize("engine", ENGINES)
 def test_engines_compose_with_jit_grad_and_vmap_over_the_rate(engine, problem):
     task, w0 = problem
