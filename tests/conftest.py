@@ -13,6 +13,27 @@ jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
 
+# The longest test files (about 90-210 s each on two cores), started first so that the two
+# pytest-xdist workers (one file at a time each) finish together.
+LONGEST_FIRST = (
+    "test_regularisation.py",
+    "test_notebooks.py",
+    "test_exact_matrix.py",
+    "test_exact.py",
+    "test_jax_native.py",
+    "test_generalization.py",
+    "test_sweep.py",
+)
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item):
+        name = item.path.name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: the order within each file and among the others is kept
+
+
 @pytest.fixture(scope="module", autouse=True)
 def _free_compiled_code():
     """Drop JAX's compiled functions after each test module. Each compiled executable holds a
