@@ -34,6 +34,8 @@ def _build(dtype):
     data_task = linflow.Task.from_data(
         jnp.asarray(np.random.default_rng(0).normal(size=(5, 3)), dtype), jnp.ones((5, 2), dtype)
     )
+    data_w0 = linflow.init_weights(jax.random.key(1), data_task, 2, scale=0.1)
+    data_traj = linflow.gradient_descent(data_task, data_w0, steps=2, lr=0.1)
     target = linflow.low_rank_matrix(jax.random.key(2), 4, 4, 1, dtype=dtype)
     mask = linflow.observation_mask(jax.random.key(3), (4, 4), 10, dtype=dtype)
     problem = linflow.teacher_student(jax.random.key(4), d=3, m=2, n=6, dtype=dtype)
@@ -95,25 +97,11 @@ CALLS = {
     "energy": lambda c: linflow.energy(c["task"], c["w0"]),
     "mode_alignment": lambda c: linflow.mode_alignment(c["traj"], c["task"]),
     "illusory_correlations": lambda c: linflow.illusory_correlations(
-        linflow.gradient_descent(
-            c["data_task"],
-            linflow.init_weights(jax.random.key(1), c["data_task"], 2, scale=0.1),
-            steps=2,
-            lr=0.1,
-        ),
-        c["data_task"],
+        c["data_traj"], c["data_task"]
     ),
     "weight_movement": lambda c: linflow.weight_movement(c["traj"]),
     "relative_movement": lambda c: linflow.relative_movement(c["traj"].product()),
-    "ntk_movement": lambda c: linflow.ntk_movement(
-        linflow.gradient_descent(
-            c["data_task"],
-            linflow.init_weights(jax.random.key(1), c["data_task"], 2, scale=0.1),
-            steps=2,
-            lr=0.1,
-        ),
-        c["data_task"],
-    ),
+    "ntk_movement": lambda c: linflow.ntk_movement(c["data_traj"], c["data_task"]),
     "low_rank_matrix": lambda c: c["target"],
     "observation_mask": lambda c: c["mask"],
     "observed_loss": lambda c: linflow.observed_loss(c["target"], (c["target"], c["mask"])),
