@@ -278,8 +278,12 @@ def test_closed_forms_compose_with_jit_grad_and_vmap():
             np.testing.assert_allclose(jax.vmap(f)(gammas), [f(0.0), f(0.1), f(0.2)], rtol=1e-12)
 
 
-def test_exact_flow_with_decay_one_layer_relaxes_to_ridge_regression(dtype):
-    task = data_task(jax.random.key(0), n=10, d=4, m=3).astype(dtype)
+@pytest.mark.parametrize("whitened", [False, True], ids=["data", "whitened"])
+def test_exact_flow_with_decay_one_layer_relaxes_to_ridge_regression(dtype, whitened):
+    if whitened:
+        task = whitened_task(jax.random.key(0), m=3, d=4, s=(2.0, 1.0, 0.5)).astype(dtype)
+    else:
+        task = data_task(jax.random.key(0), n=10, d=4, m=3).astype(dtype)
     w0 = linflow.init_weights(jax.random.key(1), task, (), scale=0.5, batch=(2,))
     ts = jnp.array([0.0, 0.7, 3.0, jnp.inf], dtype)
     closed = linflow.exact_flow(task, w0, ts, tau=1.5, weight_decay=GAMMA)

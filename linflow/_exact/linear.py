@@ -20,36 +20,32 @@ def _decay(ts, rates, tau):
 
 
 @eqx.filter_jit
-def _one_layer(task, weights, ts, tau):
+def _one_layer(task, weights, ts, tau, gamma=None):
+    r"""$W(t)$ relaxing to $W_* = \Sigma_{yx}\Sigma_{xx}^+$ at the rates of $\Sigma_{xx}$; with
+    weight decay `gamma`, to the ridge solution at the rates of $\Sigma_{xx} + \gamma I$."""
     (w0,) = weights
     ndim = w0.ndim  # the trajectory has one more axis, time, in front
-    optimum = task.optimum.reshape((1,) * (ndim - 1) + task.optimum.shape)
-    e0 = (w0 - optimum[0])[None]
     if task.whitened:
-        decay = _decay(ts, jnp.ones((1,), w0.dtype), tau)
-        return (optimum + e0 * decay.reshape(ts.shape + (1,) * ndim),)
-    lam, Q = jnp.linalg.eigh(task.sigma_xx)
-    # Directions with (numerically) zero input variance feel no gradient: they stay put.
+        rate = jnp.ones((1,), w0.dtype) + (0.0 if gamma is None else gamma)
+        optimum = task.optimum / rate[0]
+        optimum = optimum.reshape((1,) * (ndim - 1) + optimum.shape)
+        decay = _decay(ts, rate, tau)
+        return (optimum + (w0 - optimum[0])[None] * decay.reshape(ts.shape + (1,) * ndim),)
+    eye = jnp.eye(task.input_dim, dtype=w0.dtype)
+    lam, Q = jnp.linalg.eigh(task.sigma_xx if gamma is None else task.sigma_xx + gamma * eye)
+    # Directions with (numerically) zero rate (input variance, no decay) feel no gradient: they
+    # stay put.
     lam = jnp.where(lam > lam[-1] * lam.shape[0] * jnp.finfo(lam.dtype).eps, lam, 0.0)
+    if gamma is None:
+        optimum = task.optimum
+    else:
+        inverse = jnp.where(lam > 0, 1 / jnp.where(lam > 0, lam, 1.0), 0.0)
+        optimum = ((task.sigma_yx @ Q) * inverse[None, :]) @ Q.T
+    optimum = optimum.reshape((1,) * (ndim - 1) + optimum.shape)
+    e0 = (w0 - optimum[0])[None]
     decay = _decay(ts, lam, tau)  # (T, d)
     decay = decay.reshape(decay.shape[:1] + (1,) * (ndim - 1) + decay.shape[1:])
     return (optimum + ((e0 @ Q) * decay) @ Q.T,)
-
-
-@eqx.filter_jit
-def _one_layer_decay(task, weights, ts, tau, gamma):
-    (w0,) = weights
-    d = task.input_dim
-    eye = jnp.eye(d, dtype=w0.dtype)
-    lam, Q = jnp.linalg.eigh((eye if task.whitened else task.sigma_xx) + gamma * eye)
-    # Directions with (numerically) zero rate (gamma = 0, Sigma_xx singular) stay put.
-    lam = jnp.where(lam > lam[-1] * d * jnp.finfo(lam.dtype).eps, lam, 0.0)
-    inverse = jnp.where(lam > 0, 1 / jnp.where(lam > 0, lam, 1.0), 0.0)
-    ridge = ((task.sigma_yx @ Q) * inverse[None, :]) @ Q.T
-    ridge = ridge.reshape((1,) * (w0.ndim - 2) + ridge.shape)
-    decay = _decay(ts, lam, tau)  # (T, d)
-    decay = decay.reshape(decay.shape[:1] + (1,) * (w0.ndim - 1) + decay.shape[1:])
-    return (ridge[None] + (((w0 - ridge) @ Q)[None] * decay) @ Q.T,)
 
 
 class OneLayer(DepthForm):
@@ -82,6 +78,4 @@ class OneLayer(DepthForm):
         return []
 
     def solve(self, task, weights, ts, tau, rtol, weight_decay=None):
-        if weight_decay is None:
-            return _one_layer(task, weights, ts, tau)
-        return _one_layer_decay(task, weights, ts, tau, weight_decay)
+        return _one_layer(task, weights, ts, tau, weight_decay)
